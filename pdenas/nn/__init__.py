@@ -1,0 +1,17 @@
+"""Neural-network layers of pdenas: the PDE Global layer (Kag & Saligrama, CVPR 2022)."""
+
+from . import functional
+from ._config import GlobalLayerConfig, GlobalLayerConfigError
+from ._global_layer import GlobalLayer, GlobalLayerUnstableError
+from ._registry import create_global_layer, list_global_layers, register_global_layer
+
+__all__ = [
+    "GlobalLayer",
+    "GlobalLayerConfig",
+    "GlobalLayerConfigError",
+    "GlobalLayerUnstableError",
+    "create_global_layer",
+    "functional",
+    "list_global_layers",
+    "register_global_layer",
+]

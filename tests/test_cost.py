@@ -1,0 +1,55 @@
+import pytest
+import torch
+from torch import nn
+
+from pdenas.cost import latency, macs_by_module, profile
+from pdenas.zoo import create_model, list_models
+
+
+def test_conv_macs_counts_convolutions_exactly():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    cost = profile(model, (3, 4, 4))
+    assert cost.conv_macs == 3 * 8 * 9 * 16 + 8 * 16 * 5
+    assert cost.params == 3 * 8 * 9 + 8 * 16 * 5 + 5
+
+
+def test_macs_counts_elementwise_arithmetic():
+    class AddMul(nn.Module):
+        def forward(self, x):
+            return x * 2 + x  # one multiply and one add per element
+
+    cost = profile(AddMul(), (2, 3, 5))
+    assert cost.conv_macs == 0
+    assert cost.macs == 2 * 2 * 3 * 5
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n.endswith("_global") and "wrn" not in n])
+def test_macs_grow_linearly_with_iterations_while_conv_macs_do_not(name):
+    costs = {k: profile(create_model(name, iterations=k)) for k in (1, 2, 3, 5)}
+    assert len({c.conv_macs for c in costs.values()}) == 1
+    assert len({c.params for c in costs.values()}) == 1
+    step = costs[2].macs - costs[1].macs
+    assert step > 0
+    assert costs[3].macs - costs[2].macs == step
+    assert costs[5].macs - costs[1].macs == 4 * step
+
+
+def test_macs_by_module_splits_the_total():
+    model = create_model("resnet20")
+    by_module = macs_by_module(model, torch.randn(2, 3, 32, 32))
+    assert by_module[""] == profile(model).macs
+    assert by_module["layer1"] + by_module["layer2"] + by_module["layer3"] < by_module[""]
+    assert by_module["layer1.0"] == by_module["layer1.1"]
+
+
+def test_profile_keeps_the_training_mode():
+    model = create_model("resnet_tiny").train()
+    profile(model)
+    assert model.training
+
+
+def test_latency_is_positive_and_model_mode_restored():
+    model = create_model("resnet_tiny").train()
+    seconds = latency(model, (3, 32, 32), batch_size=4, repeats=3, warmup=1)
+    assert 0 < seconds < 5
+    assert model.training

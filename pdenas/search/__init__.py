@@ -1,0 +1,40 @@
+"""The search: an Optuna multi-objective study over compression plans, scored on validation accuracy
+versus MACs, with real training, resumable after any crash."""
+
+from ._runner import SearchResult, create_or_load_study, recover_stale_trials, run_worker, search
+from ._space import (
+    Constraints,
+    FloatRange,
+    IntRange,
+    SamplerConfig,
+    SearchSpace,
+    SearchSpaceError,
+    StageChoices,
+    TrainBudget,
+)
+from ._study import StudyError, StudyLocation, open_storage, read_config
+from ._progress import SearchProgress, pareto_rows
+from ._defaults import default_space_path
+
+__all__ = [
+    "Constraints",
+    "FloatRange",
+    "IntRange",
+    "SamplerConfig",
+    "SearchProgress",
+    "SearchResult",
+    "SearchSpace",
+    "SearchSpaceError",
+    "StageChoices",
+    "StudyError",
+    "StudyLocation",
+    "TrainBudget",
+    "create_or_load_study",
+    "default_space_path",
+    "open_storage",
+    "pareto_rows",
+    "read_config",
+    "recover_stale_trials",
+    "run_worker",
+    "search",
+]

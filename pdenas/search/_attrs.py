@@ -54,3 +54,5 @@ FAILURE = "failure"
 OBJECTIVE_DIRECTIONS = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", "latency": "minimize"}
 # the user attribute holding each objective's value
 OBJECTIVE_ATTRS = {"accuracy": ACCURACY, "macs": MACS, "params": PARAMS, "latency": LATENCY_MS}
+WORKER = "worker"  # "host:pid" of the process that ran the trial
+PROGRESS = "progress"  # [epoch done, epochs] while training

@@ -1,0 +1,305 @@
+"""The ``pdenas`` command line: a thin layer over the public API.
+
+    pdenas search [--config YAML] [--model M] ...   search (or resume) and write the report
+    pdenas worker ...                               the same as search: join a shared study
+    pdenas status DIR                               trials by state, the Pareto set, the original
+    pdenas report DIR / pdenas show DIR             the HTML report / the Pareto table
+    pdenas export DIR --trial N                     rebuild, fine-tune and save a candidate
+    pdenas info [--model M] [--input 3x32x32]       the stages, parameters and MACs pdenas sees
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rich.console import Console
+
+__all__ = ["main"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CliError(Exception):
+    """A one-line error for the user."""
+
+
+def _input_size(text: str) -> tuple[int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"--input must look like 3x32x32 (channels x height x width), got {text!r}")
+    return parts  # type: ignore[return-value]
+
+
+def _limit(text: str) -> float:
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--max-macs must be a number (absolute MACs, or a fraction like 0.5 or 50% of the original), got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--max-macs must be > 0, got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from .cost import profile
+    from .search._progress import format_macs
+    from .surgery import CompressionPlan, NoStagesError, build_model, compress, find_stages, load_weights
+    from .zoo import list_models
+
+    import torch
+
+    model = build_model(args.model, num_classes=args.num_classes, in_channels=args.input[0])
+    if args.weights:
+        load_weights(model, args.weights)
+    cost = profile(model, args.input)
+    console.print(f"[bold]{args.model}[/] on {'x'.join(map(str, args.input))} input: "
+                  f"{cost.params:,} params, {format_macs(cost.macs)} MACs (honest), {format_macs(cost.conv_macs)} conv MACs (fvcore/paper)")
+    example = torch.zeros(2, *args.input)
+    try:
+        stages = find_stages(model, example)
+    except NoStagesError as err:
+        console.print(f"no stages: {err}")
+        return 0
+    table = Table(title="stages (repeated blocks pdenas can replace)", title_justify="left")
+    for col in ("stage", "m", "channels", "spatial", "MACs/block", "params/block"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in stages:
+        table.add_row(s.name, str(s.m), str(s.channels), f"{s.height}x{s.width}", format_macs(s.block_macs), f"{s.block_params:,}")
+    console.print(table)
+    paper = CompressionPlan.paper(stages)
+    small = profile(compress(model, paper, example), args.input)
+    console.print(
+        f"the paper's plan ({paper.describe()}): {small.params:,} params ({cost.params / small.params:.2f}x fewer), "
+        f"{format_macs(small.macs)} MACs ({cost.macs / small.macs:.2f}x fewer), "
+        f"{format_macs(small.conv_macs)} conv MACs ({cost.conv_macs / small.conv_macs:.2f}x fewer)"
+    )
+    if args.model not in list_models() and not args.model.startswith("tv:") and ":" not in args.model:
+        console.print(f"zoo models: {', '.join(list_models())}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- search
+
+
+def _search_space(args: argparse.Namespace) -> Any:
+    from .search import SearchSpace, default_space_path
+
+    config = Path(args.config) if args.config else default_space_path()
+    overrides = {
+        "model": args.model,
+        "weights": args.weights,
+        "dataset": args.dataset,
+        "trials": args.trials,
+        "budget.epochs": args.epochs,
+        "constraints.max_macs": args.max_macs,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    return SearchSpace.from_yaml(config, **overrides), config
+
+
+def _location(args: argparse.Namespace, config: Path) -> Any:
+    from .search import StudyLocation
+
+    name = args.study_name or "pdenas"
+    if args.study_dir:
+        directory = Path(args.study_dir)
+    elif args.storage:
+        directory = Path("runs") / name
+    else:
+        directory = Path("runs") / config.stem
+    return StudyLocation(directory=directory, storage_url=args.storage, study_name=name)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .search import SearchProgress, open_storage, search
+
+    space, config = _search_space(args)
+    location = _location(args, config)
+    console.print(f"pdenas search: {space.model} on {space.dataset}, {space.trials} trials, {location.describe()}", highlight=False)
+    study_ref: dict[str, Any] = {}
+
+    def get_study() -> Any:
+        if "study" not in study_ref:
+            import optuna
+
+            study_ref["study"] = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
+        return study_ref["study"]
+
+    with SearchProgress(get_study, space.trials, console=console) as progress:
+        result = search(space, location=location, workers=args.workers, on_event=progress,
+                        display=lambda study, procs: progress.refresh())
+    console.print(f"{result.completed} trials finished, {result.failed} failed in {location.describe()}", highlight=False)
+    if result.interrupted:
+        console.print("interrupted: run the same command again to resume", highlight=False)
+        return 130
+    report = _write_report(location.directory)
+    if report is not None:
+        console.print(f"report: {report}", highlight=False)
+    return 0
+
+
+def _write_report(directory: Path) -> Path | None:
+    try:
+        from .report import write_report
+    except ImportError:
+        return None
+    return write_report(directory)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import optuna
+    from optuna.trial import TrialState
+    from rich.table import Table
+
+    from .search import StudyLocation, open_storage, pareto_rows, read_config
+    from .search import _attrs as A
+    from .search._progress import format_macs
+
+    directory = Path(args.dir)
+    config = read_config(directory)
+    location = StudyLocation(directory, config.get("storage"), config["study_name"])
+    study = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    target = config.get("search", {}).get("trials", "?")
+    console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (target {target} finished)",
+                  highlight=False)
+    original = study.user_attrs.get(A.ORIGINAL, {})
+    if original:
+        console.print(f"original model: {original.get('params', 0):,} params, {format_macs(original.get('macs', 0))} MACs", highlight=False)
+    table = Table(title="Pareto set", title_justify="left")
+    for col in ("trial", "accuracy", "MACs", "fewer MACs", "params", "plan"):
+        table.add_column(col)
+    for row in pareto_rows(study):
+        table.add_row(str(row["number"]) + (" (original)" if row["reference"] else ""), f"{row['accuracy'] * 100:.2f}%",
+                      format_macs(row["macs"]), f"{row['macs_ratio']:.2f}x", f"{row['params']:,}", row["plan"])
+    console.print(table)
+    failures = [t for t in trials if t.state == TrialState.FAIL]
+    for t in failures[-5:]:
+        console.print(f"trial {t.number} failed: {t.user_attrs.get(A.FAILURE, '?')}", highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(Path(args.dir))
+    console.print(f"report: {path}", highlight=False)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .report import build_report_data, open_study, print_pareto
+
+    print_pareto(build_report_data(open_study(Path(args.dir))), console)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- parser
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML search space (default: search_spaces/default.yaml)")
+    p.add_argument("--model", help="zoo name, tv:NAME or package.module:factory")
+    p.add_argument("--weights", help="state dict of the model (weights_only=True)")
+    p.add_argument("--dataset", help="digits, cifar10, cifar100, or a path to an ImageFolder folder or .tar.gz")
+    p.add_argument("--trials", type=int, help="finished trials the study should hold")
+    p.add_argument("--epochs", type=int, help="training epochs per candidate")
+    p.add_argument("--max-macs", type=_limit, help="MAC limit: absolute, or a fraction (0.5 or 50%%) of the original")
+    p.add_argument("--study-dir", help="folder for the study, config and logs (default runs/<config name>)")
+    p.add_argument("--storage", help="an Optuna storage URL (e.g. postgresql://user@host:5432/db) instead of the study dir's file")
+    p.add_argument("--study-name", help="study name in the storage (default pdenas)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="pdenas", description="Make a CNN smaller and faster with PDE Global layers.")
+    parser.add_argument("--version", action="version", version=f"pdenas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="show the stages, parameters and MACs pdenas sees in a model")
+    p.add_argument("--model", default="resnet32_global")
+    p.add_argument("--weights")
+    p.add_argument("--input", type=_input_size, default=(3, 32, 32), help="CxHxW, default 3x32x32")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.set_defaults(func=cmd_info)
+
+    for name, help_text in (("search", "search (or resume) compression plans"), ("worker", "join a (shared) study as one more worker")):
+        p = sub.add_parser(name, help=help_text)
+        _add_search_args(p)
+        p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("status", help="trials by state and the Pareto set of a study")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="write report.html, trials.csv and pareto.csv into a study dir")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("show", help="print the Pareto table of a study")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is meant for the user: printed as one line, no traceback."""
+    errors: list[type[BaseException]] = [FileNotFoundError, PermissionError]
+    for module, names in (
+        ("pdenas.search", ("SearchSpaceError", "StudyError")),
+        ("pdenas.surgery", ("NoStagesError", "PlanError", "ModelSpecError")),
+        ("pdenas.data", ("DataError",)),
+        ("pdenas.report", ("ReportError",)),
+        ("pdenas.nn", ("GlobalLayerConfigError",)),
+        ("pdenas.zoo", ("UnknownModelError",)),
+    ):
+        try:
+            mod = __import__(module, fromlist=list(names))
+        except ImportError:
+            continue
+        errors += [getattr(mod, n) for n in names if hasattr(mod, n)]
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
+    warnings.filterwarnings("ignore", message=".*experimental.*", module="optuna")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except _user_errors() as err:
+        err_console.print(f"pdenas: error: {err}", highlight=False, soft_wrap=True)
+        return 2
+    except CliError as err:
+        err_console.print(f"pdenas: error: {err}", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The search space: what the sampler chooses for each stage, the training budget of each trial,
+the objectives, constraints and sampler, loaded from a YAML file (``search_spaces/*.yaml``).
+
+Every key is documented in ``search_spaces/README.md``. A wrong file is refused with one line that
+names the key (and the closest valid key), the wrong type, or the empty range; nothing starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from ._attrs import OBJECTIVE_DIRECTIONS
+
+__all__ = [
+    "SearchSpace",
+    "SearchSpaceError",
+    "IntRange",
+    "FloatRange",
+    "StageChoices",
+    "TrainBudget",
+    "Constraints",
+    "SamplerConfig",
+]
+
+
+class SearchSpaceError(ValueError):
+    """The search space file is wrong; the message names the key and how to fix it."""
+
+
+@dataclass(frozen=True)
+class IntRange:
+    low: int
+    high: int | None = None  # None: up to the stage's m
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class StageChoices:
+    """What the sampler may choose for a stage (or once for all stages when ``shared``)."""
+
+    stages: Union[str, list[str]] = "all"  # "all" or stage names
+    shared: bool = False
+    global_layer: list[bool] = field(default_factory=lambda: [True, False])
+    keep: IntRange = field(default_factory=lambda: IntRange(1, None))
+    iterations: IntRange = field(default_factory=lambda: IntRange(1, 6))
+    dt: FloatRange = field(default_factory=lambda: FloatRange(0.05, 0.5, True))
+    diffusion: list[str] = field(default_factory=lambda: ["learned"])
+    residual: list[bool] = field(default_factory=lambda: [False])
+
+
+@dataclass(frozen=True)
+class TrainBudget:
+    """How each candidate is trained."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | constant
+    warmup_epochs: int = 0
+    subset: int | None = None  # training images used (None: all)
+    val_fraction: float = 0.2
+    augment: bool = True
+    distillation: float = 0.0  # weight of the distillation loss (needs weights)
+    temperature: float = 4.0
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Upper bounds; a number > 1 is absolute, a number in (0, 1] a fraction of the original model's."""
+
+    max_macs: float | None = None
+    max_params: float | None = None
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = "tpe"  # tpe | nsga2 | random
+    seed: int | None = None  # None: the search seed
+    startup_trials: int = 8  # TPE's random start
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Everything one search needs besides where to store it."""
+
+    model: str = "resnet_tiny"
+    weights: str | None = None
+    dataset: str = "digits"
+    image_size: int | None = None
+    num_classes: int | None = None  # None: from the dataset
+    trials: int = 20
+    seed: int = 0
+    device: str = "auto"
+    measure_latency: bool = False
+    space: StageChoices = field(default_factory=StageChoices)
+    budget: TrainBudget = field(default_factory=TrainBudget)
+    objectives: list[str] = field(default_factory=lambda: ["accuracy", "macs"])
+    constraints: Constraints = field(default_factory=Constraints)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    source: str | None = None  # the YAML file it was read from
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "SearchSpace":
+        """Read a YAML search space; ``overrides`` (dotted keys allowed, e.g. ``budget.epochs``) win."""
+        path = Path(path)
+        if not path.is_file():
+            raise SearchSpaceError(f"search space file {path} does not exist: pass --config PATH to a YAML file")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or "invalid YAML"
+            raise SearchSpaceError(f"{path}: not valid YAML{where}: {problem}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SearchSpaceError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+        data = {**data, "source": str(path)}
+        try:
+            return cls.from_dict(_apply_overrides(data, overrides))
+        except SearchSpaceError as err:
+            raise SearchSpaceError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+        return _build(cls, data, prefix="")
+
+    def with_overrides(self, **overrides: Any) -> "SearchSpace":
+        return SearchSpace.from_dict(_apply_overrides(self.to_dict(), overrides))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that define a study: a study directory refuses a search that differs in these."""
+        data = self.to_dict()
+        for volatile in ("trials", "device", "source"):
+            data.pop(volatile)
+        return data
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVE_DIRECTIONS[name] for name in self.objectives]
+
+
+# ---------------------------------------------------------------------------------------------
+# building and validating
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return data
+
+
+def _build(cls: type, data: Any, *, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the file"
+    if not isinstance(data, dict):
+        raise SearchSpaceError(f"{where} must be a mapping of keys, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; valid keys: {', '.join(fields)}"
+            raise SearchSpaceError(f"unknown key '{prefix}{key}'{hint}")
+    values = {key: _convert(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**values)
+    except SearchSpaceError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise SearchSpaceError(f"{where}: {err}") from None
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if hint in (IntRange, FloatRange):
+            return _range(hint, value, key)
+        return _build(hint, value, prefix=f"{key}.")
+    if origin is Union or (origin is not None and type(None) in get_args(hint)) or str(origin) == "types.UnionType":
+        args = get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, key)
+            except SearchSpaceError as err:
+                errors.append(err)
+        expected = " or ".join(_type_name(a) for a in args)
+        raise SearchSpaceError(f"'{key}' must be {expected}, got {_describe(value)}")
+    if origin is list:
+        (item,) = get_args(hint)
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise SearchSpaceError(f"'{key}' is an empty list: give at least one choice")
+        return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(items)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SearchSpaceError(f"'{key}' must be true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise SearchSpaceError(f"'{key}' must be an integer, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                try:
+                    return float(value)  # YAML reads 5e-4 as a string
+                except ValueError:
+                    pass
+            raise SearchSpaceError(f"'{key}' must be a number, got {_describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SearchSpaceError(f"'{key}' must be a string, got {_describe(value)}")
+        return value
+    return value
+
+
+def _range(hint: type, value: Any, key: str) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"low": value, "high": value}
+    if isinstance(value, list) and len(value) == 2:
+        value = {"low": value[0], "high": value[1]}
+    built = _build(hint, value, prefix=f"{key}.")
+    if built.high is not None and built.high < built.low:
+        raise SearchSpaceError(f"'{key}' is an empty range: low={built.low} > high={built.high}")
+    return built
+
+
+def _validate(space: SearchSpace) -> None:
+    choices = space.space
+    def fail(message: str) -> None:
+        raise SearchSpaceError(message)
+
+    if space.trials < 1:
+        fail(f"'trials' must be >= 1, got {space.trials}")
+    if space.device not in ("auto", "cpu", "cuda") and not space.device.startswith("cuda:"):
+        fail(f"'device' must be auto, cpu or cuda, got {space.device!r}")
+    if space.image_size is not None and space.image_size < 4:
+        fail(f"'image_size' must be >= 4, got {space.image_size}")
+    if isinstance(choices.stages, str) and choices.stages != "all":
+        fail(f"'space.stages' must be 'all' or a list of stage names, got {choices.stages!r}")
+    if choices.keep.low < 1:
+        fail(f"'space.keep.low' must be >= 1, got {choices.keep.low}")
+    if choices.iterations.low < 1:
+        fail(f"'space.iterations.low' must be >= 1, got {choices.iterations.low}")
+    if not choices.dt.low > 0 or not math.isfinite(choices.dt.high):
+        fail(f"'space.dt' must lie in (0, inf), got {choices.dt.low}..{choices.dt.high}")
+    for d in choices.diffusion:
+        if d not in ("learned", "constant"):
+            fail(f"'space.diffusion' choices must be learned or constant, got {d!r}")
+    budget = space.budget
+    if budget.epochs < 1:
+        fail(f"'budget.epochs' must be >= 1, got {budget.epochs}")
+    if budget.batch_size < 1:
+        fail(f"'budget.batch_size' must be >= 1, got {budget.batch_size}")
+    if budget.optimizer not in ("sgd", "adamw"):
+        fail(f"'budget.optimizer' must be sgd or adamw, got {budget.optimizer!r}")
+    if budget.schedule not in ("cosine", "constant"):
+        fail(f"'budget.schedule' must be cosine or constant, got {budget.schedule!r}")
+    if not budget.lr > 0:
+        fail(f"'budget.lr' must be > 0, got {budget.lr}")
+    if not 0 < budget.val_fraction < 1:
+        fail(f"'budget.val_fraction' must lie in (0, 1), got {budget.val_fraction}")
+    if budget.subset is not None and budget.subset < 1:
+        fail(f"'budget.subset' must be >= 1 or null, got {budget.subset}")
+    if not 0 <= budget.distillation <= 1:
+        fail(f"'budget.distillation' must lie in [0, 1], got {budget.distillation}")
+    if budget.distillation > 0 and space.weights is None:
+        fail("'budget.distillation' > 0 needs the original model's weights: pass --weights PATH or set distillation: 0")
+    if not space.objectives:
+        fail("'objectives' is empty: give at least one of accuracy, macs, params, latency")
+    for name in space.objectives:
+        if name not in OBJECTIVE_DIRECTIONS:
+            close = difflib.get_close_matches(name, list(OBJECTIVE_DIRECTIONS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            fail(f"unknown objective '{name}'{hint}; choose from {', '.join(OBJECTIVE_DIRECTIONS)}")
+    if len(set(space.objectives)) != len(space.objectives):
+        fail(f"'objectives' lists an objective twice: {space.objectives}")
+    for key in ("max_macs", "max_params"):
+        value = getattr(space.constraints, key)
+        if value is not None and not value > 0:
+            fail(f"'constraints.{key}' must be > 0 (absolute, or a fraction in (0, 1] of the original), got {value}")
+    if space.sampler.name not in ("tpe", "nsga2", "random"):
+        fail(f"'sampler.name' must be tpe, nsga2 or random, got {space.sampler.name!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    if get_origin(hint) is list:
+        return "a list"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"

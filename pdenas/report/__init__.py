@@ -1,0 +1,19 @@
+"""The report of a pdenas study: what the search found, for a person to read and pick from.
+
+``write_report(DIR)`` writes ``report.html`` (Pareto fronts, hypervolume, importances, the Pareto table
+and the settings; self-contained, opens offline), ``trials.csv`` and ``pareto.csv`` into the study
+directory. ``print_pareto`` shows the Pareto table in a terminal; ``select_trial`` resolves ``--trial``
+(a number or ``pareto:best-accuracy`` / ``pareto:smallest`` / ``pareto:knee``).
+
+Everything is computed first into a :class:`ReportData` (``build_report_data``); the page, the CSV files
+and the terminal only draw it.
+"""
+
+from ._data import ReportData, build_report_data
+from ._errors import ReportError
+from ._select import select_trial
+from ._study_dir import open_study
+from ._terminal import print_pareto
+from ._write import write_report
+
+__all__ = ["ReportData", "ReportError", "build_report_data", "open_study", "print_pareto", "select_trial", "write_report"]

@@ -1,0 +1,21 @@
+"""``trials.csv`` (a row a trial) and ``pareto.csv`` (the Pareto set, sorted by MACs), written with pandas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._data import ReportData
+
+__all__ = ["write_csvs", "TRIALS_CSV", "PARETO_CSV"]
+
+TRIALS_CSV = "trials.csv"
+PARETO_CSV = "pareto.csv"
+
+
+def write_csvs(data: ReportData, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write both files into ``out_dir``; returns their paths (trials, pareto)."""
+    out_dir = Path(out_dir)
+    trials_path, pareto_path = out_dir / TRIALS_CSV, out_dir / PARETO_CSV
+    data.trials_frame.to_csv(trials_path, index=False)
+    data.pareto_frame().to_csv(pareto_path, index=False)
+    return trials_path, pareto_path

@@ -1,0 +1,84 @@
+"""Hypervolume over trials: whether more trials still push the front out.
+
+Optuna computes it (``optuna.visualization``'s hypervolume history, on ``optuna._hypervolume``): for each
+completed trial, the volume of objective space that the feasible trials up to it dominate, bounded by a
+reference point.
+
+Reference point (derived from the original model): accuracy 0, and for each cost objective 1.1 x the
+original model's cost (its REFERENCE trial, else the study attribute ORIGINAL; only when neither knows
+the cost, 1.1 x the largest feasible value seen). The 10 % margin lets the original model itself count.
+
+The volume is reported as a fraction of the box between that reference point and the ideal corner
+(accuracy 1, zero cost), so it reads 0..1 whatever the units: 0.35 means the trials so far dominate
+35 % of the box.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import optuna
+from optuna.study import StudyDirection
+from optuna.trial import TrialState
+from optuna.visualization._hypervolume_history import _get_hypervolume_history_info
+
+from ._objectives import ACCURACY, is_feasible
+
+__all__ = ["HypervolumeHistory", "REFERENCE_MARGIN", "hypervolume_history"]
+
+REFERENCE_MARGIN = 1.1
+
+
+@dataclass(frozen=True)
+class HypervolumeHistory:
+    """Dominated fraction of the reference box after each completed trial."""
+
+    trial_numbers: tuple[int, ...]
+    values: tuple[float, ...]  # fractions of box_volume, non-decreasing
+    reference_point: dict[str, float]  # objective name -> value, in the objective's units
+    ideal_point: dict[str, float]
+    box_volume: float  # the normaliser, in the objectives' units multiplied
+
+    @property
+    def final(self) -> float:
+        return self.values[-1] if self.values else 0.0
+
+
+def hypervolume_history(
+    study: optuna.Study, objectives: Sequence[str], *, original_costs: Mapping[str, float | None]
+) -> tuple[HypervolumeHistory | None, str | None]:
+    """The history, or None with the reason it cannot be computed."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    feasible = [t for t in trials if is_feasible(t)]
+    if not feasible:
+        return None, "No feasible trial has completed yet, so nothing dominates any volume."
+    reference: dict[str, float] = {}
+    ideal: dict[str, float] = {}
+    for index, (name, direction) in enumerate(zip(objectives, study.directions, strict=True)):
+        if direction == StudyDirection.MAXIMIZE:
+            if name != ACCURACY:
+                return None, f"The maximised objective {name!r} has no natural reference value (only accuracy does)."
+            reference[name], ideal[name] = 0.0, 1.0
+            continue
+        cost = original_costs.get(name)
+        if cost is None or not math.isfinite(cost) or cost <= 0:
+            cost = max(t.values[index] for t in feasible)
+        if not math.isfinite(cost) or cost <= 0:
+            return None, f"The original model's {name} is unknown and no trial has a positive {name}."
+        reference[name], ideal[name] = REFERENCE_MARGIN * cost, 0.0
+    box = math.prod(abs(reference[name] - ideal[name]) for name in objectives)
+    point = np.asarray([reference[name] for name in objectives], dtype=np.float64)
+    info = _get_hypervolume_history_info(study, point)
+    return (
+        HypervolumeHistory(
+            trial_numbers=tuple(int(n) for n in info.trial_numbers),
+            values=tuple(float(v) / box for v in info.values),
+            reference_point=reference,
+            ideal_point=ideal,
+            box_volume=box,
+        ),
+        None,
+    )

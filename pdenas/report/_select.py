@@ -1,0 +1,68 @@
+"""``--trial``: choose one trial of a study by number or by a Pareto shortcut.
+
+Specs: a trial number (``12`` or ``"12"``), ``pareto:best-accuracy``, ``pareto:smallest`` or
+``pareto:knee`` (see :mod:`._pareto` for what each picks). Only a completed, feasible trial can be
+selected; anything else is a one-line :class:`ReportError` saying why and what to pick instead.
+"""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from ..search import _attrs
+from ._errors import ReportError
+from ._objectives import is_feasible, study_objectives
+from ._pareto import SHORTCUTS, pareto_set, shortcut_picks
+
+__all__ = ["select_trial"]
+
+_HINT = "pick a completed feasible trial, e.g. --trial pareto:knee (pdenas show DIR lists the Pareto set)"
+
+
+def select_trial(study: optuna.Study, spec: str | int) -> FrozenTrial:
+    """The trial ``spec`` names; :class:`ReportError` for an unknown, failed, unfinished or infeasible one."""
+    if isinstance(spec, str) and spec.strip().lower() in SHORTCUTS:
+        return _shortcut(study, spec.strip().lower())
+    number = _number(spec)
+    trials = study.get_trials(deepcopy=False)
+    trial = next((t for t in trials if t.number == number), None)
+    if trial is None:
+        known = f"it has trials 0-{max(t.number for t in trials)}" if trials else "it has no trials yet"
+        raise ReportError(f"trial {number} does not exist in study {study.study_name!r} ({known}): {_HINT}")
+    if trial.state == TrialState.FAIL:
+        reason = trial.user_attrs.get(_attrs.FAILURE) or "no reason recorded"
+        raise ReportError(f"trial {number} failed ({' '.join(str(reason).split())}): {_HINT}")
+    if trial.state != TrialState.COMPLETE:
+        raise ReportError(f"trial {number} is {trial.state.name.lower()}, not complete: wait for it to finish or {_HINT}")
+    if not is_feasible(trial):
+        broken = ", ".join(f"{name} = {value:+.3g}" for name, value in trial.constraints.items() if value > 0)
+        why = f"it broke a constraint ({broken})" if broken else "it broke a constraint"
+        raise ReportError(f"trial {number} is infeasible, {why}, so it was never trained: {_HINT}")
+    return trial
+
+
+def _number(spec: str | int) -> int:
+    if isinstance(spec, bool):
+        spec = str(spec)
+    if isinstance(spec, int):
+        return spec
+    text = str(spec).strip()
+    if text.isdigit():
+        return int(text)
+    raise ReportError(f"unknown trial {spec!r}: give a trial number or one of {', '.join(SHORTCUTS)}")
+
+
+def _shortcut(study: optuna.Study, spec: str) -> FrozenTrial:
+    objectives = study_objectives(study)
+    front = pareto_set(study.get_trials(deepcopy=False), study.directions)
+    picks = shortcut_picks(front, objectives)
+    if spec not in picks:
+        if not front:
+            why = "no feasible trial has completed yet"
+        elif "accuracy" not in objectives or len(objectives) < 2:
+            why = f"the study's objectives {list(objectives)} are not accuracy and a cost"
+        else:
+            why = "only the original model is on the Pareto front so far"
+        raise ReportError(f"{spec} has nothing to choose from: {why}; run more trials (pdenas search) and retry")
+    return picks[spec]

@@ -1,0 +1,73 @@
+"""``pdenas show DIR``: the Pareto set as a rich table in the terminal, drawn from a ReportData.
+
+Each number sits over its comparison with the original model (accuracy over its change, MACs over
+how many times fewer). Below WIDE columns, latency and training time are left out so that the plans
+stay readable in an 80-column terminal.
+"""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import _format as fmt
+from ._data import ReportData
+
+__all__ = ["print_pareto"]
+
+_PICK_PREFIX = "pareto:"
+WIDE = 110
+
+
+def print_pareto(data: ReportData, console: Console | None = None) -> None:
+    """Print the Pareto set of ``data`` (sorted by MACs) with its ratios to the original model."""
+    console = console or Console()
+    counts = data.counts
+    title = Text(f"Pareto set of {data.model or data.study_name}")  # Text: no rich markup from the study
+    summary = (
+        f"{counts['total']} trials: {counts['complete']} complete, {counts['failed']} failed, "
+        f"{counts['infeasible']} infeasible"
+    )
+    if not data.pareto:
+        console.print(title)
+        console.print(f"No feasible trial has completed yet ({summary}).", highlight=False)
+        return
+    wide = console.width >= WIDE
+    with_latency = wide and any(t.latency_ms is not None for t in data.pareto)
+    fixed = 80 if wide else 54  # what the columns other than the plan take, about
+    longest = max((len(stage) for t in data.pareto for stage in t.plan_text.split("; ")), default=20)
+    table = Table(
+        title=title, caption=f"{summary}. Ratios: original ÷ candidate. Pick: pdenas export DIR --trial pareto:<pick>",
+        box=box.SIMPLE_HEAD, show_lines=True, header_style="bold", title_justify="left", caption_justify="left",
+    )
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("plan", overflow="fold", min_width=max(16, min(longest, console.width - fixed)))
+    table.add_column("accuracy\nΔ", justify="right", no_wrap=True)
+    table.add_column("MACs\nratio", justify="right", no_wrap=True)
+    table.add_column("params\nratio", justify="right", no_wrap=True)
+    if with_latency:
+        table.add_column("latency\nspeed-up", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("train", justify="right", no_wrap=True)
+    table.add_column("pick", style="cyan", no_wrap=True)
+    for t in data.pareto:
+        # a stage a line
+        plan = Text("\n".join(t.plan_text.split("; ")) if t.plan_text else "(no plan recorded)")
+        if t.reference:
+            plan.append("\n(original model)", style="bold")
+        cells: list[str | Text] = [
+            str(t.number),
+            plan,
+            f"{fmt.percent(t.accuracy)}\n{'' if t.reference else fmt.points(t.accuracy_delta)}",
+            f"{fmt.count(t.macs)}\n{fmt.ratio(t.macs_ratio)}",
+            f"{fmt.count(t.params)}\n{fmt.ratio(t.params_ratio)}",
+        ]
+        if with_latency:
+            cells.append(f"{fmt.milliseconds(t.latency_ms)}\n{fmt.ratio(t.latency_speedup)}")
+        if wide:
+            cells.append(f"reused\n#{t.reused_from}" if t.reused_from is not None else fmt.seconds(t.train_time))
+        cells.append("\n".join(name.removeprefix(_PICK_PREFIX) for name in data.picks_of(t.number)))
+        table.add_row(*cells, style="yellow" if t.reference else None)
+    console.print(table)

@@ -17,7 +17,7 @@ import difflib
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Union, cast
 
 import torch
 from torch import nn
@@ -26,6 +26,8 @@ from .zoo import create_model, list_models
 
 __all__ = ["ModelSpecError", "WeightsError", "build_model", "load_weights", "describe_key_mismatch"]
 
+_Pair = tuple[int, int]
+_Padding = Union[str, tuple[int, int]]
 _TV_PREFIX = "tv:"
 _SHOWN_KEYS = 5
 
@@ -155,8 +157,8 @@ def _with_in_channels(model: nn.Module, in_channels: int, *, spec: str) -> nn.Mo
     for path, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == 3:
             replacement = nn.Conv2d(
-                in_channels, module.out_channels, module.kernel_size, stride=module.stride,
-                padding=module.padding, dilation=module.dilation, groups=1,
+                in_channels, module.out_channels, cast(_Pair, module.kernel_size), stride=cast(_Pair, module.stride),
+                padding=cast(_Padding, module.padding), dilation=cast(_Pair, module.dilation), groups=1,
                 bias=module.bias is not None, padding_mode=module.padding_mode,
             )
             parent_path, _, name = path.rpartition(".")

@@ -103,9 +103,9 @@ def load_compressed(path: str | Path, *, map_location: str | torch.device = "cpu
     _load_state(model, checkpoint["state_dict"], path)
     model.to(map_location)
     model.eval()
-    model.pdenas_plan = plan
-    model.pdenas_spec = {**spec, "input_size": list(input_size)}
-    model.pdenas_metadata = dict(checkpoint.get("metadata") or {})
+    setattr(model, "pdenas_plan", plan)  # plain attributes, not submodules
+    setattr(model, "pdenas_spec", {**spec, "input_size": list(input_size)})
+    setattr(model, "pdenas_metadata", dict(checkpoint.get("metadata") or {}))
     return model
 
 

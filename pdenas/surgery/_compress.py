@@ -63,7 +63,8 @@ def _compress_stage(model: nn.Module, stage: Stage, plan: StagePlan) -> None:
     if plan.global_layer is None:
         return
     layer = GlobalLayer(stage.channels, plan.global_layer, name=stage.name)
-    layer.to(**_placement(model))
+    device, dtype = _placement(model)
+    layer.to(device=device, dtype=dtype)
     layer.train(model.training)
     if dropped:
         _set_module(model, dropped[0][0], layer)
@@ -78,12 +79,12 @@ def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, name, module)  # Sequential/ModuleList children are attributes named '0', '1', ...
 
 
-def _placement(model: nn.Module) -> dict[str, torch.device | torch.dtype]:
-    """Device and floating dtype of the model's parameters (CPU, float32 for a parameterless model)."""
+def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's parameters (CPU and the default dtype if none)."""
     for tensor in list(model.parameters()) + list(model.buffers()):
         if tensor.is_floating_point():
-            return {"device": tensor.device, "dtype": tensor.dtype}
-    return {"device": torch.device("cpu"), "dtype": torch.get_default_dtype()}
+            return tensor.device, tensor.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
 
 
 def _check_output_shapes(model: nn.Module, example_input: Tensor, expected: object) -> None:

@@ -25,6 +25,22 @@ names:
   ResNet's stem + ``layer1`` is not a stage (``layer1`` is), while the expand and depthwise
   convolutions inside a MobileNet inverted-residual block yield to the run of inverted-residual
   blocks around them.
+
+What this finds (3x32x32 or 3x64x64 inputs; the names do not depend on the input size):
+
+* CIFAR ResNets, WRN, torchvision ResNets and ConvNeXt: one stage per ``layerN`` /
+  ``features.N`` of residual blocks. Zoo ``*_global`` models with one block per stage have none.
+* VGG (``vgg11_bn``): ``features`` is a flat list of conv, BN, ReLU and max-pool layers. Each
+  conv-BN-ReLU triple is one block and the max-pools split the runs, so the stages are
+  ``features.8-13``, ``features.15-20`` and ``features.22-27``, each m = 2 (the 256- and the two
+  512-channel pairs); the lone 64- and 128-channel convolutions are not stages. A plan keeping 1
+  block keeps the first conv-BN-ReLU after each max-pool.
+* MobileNet V2/V3: ``features.2-3``, ``features.4-6``, ... (runs of inverted-residual blocks at one
+  resolution). EfficientNet and RegNet: one stage per ``features.N`` / ``trunk_output.blockN``.
+* A block that stands alone in its resolution (EfficientNet ``features.1`` and ``features.7``,
+  MobileNet V2 ``features.17``, V3 ``features.1``, RegNet ``block1``) may still hold a run inside:
+  e.g. the depthwise convolution and squeeze-excitation after a 1x1 expansion keep the shape. These
+  are stages too (named by their container, e.g. ``features.7.0.block``).
 """
 
 from __future__ import annotations
@@ -122,7 +138,7 @@ def find_stages(model: nn.Module, example_input: Tensor, *, macs: bool = True) -
 def find_stages_traced(model: nn.Module, example_input: Tensor, *, macs: bool = True) -> tuple[list[Stage], Trace]:
     """:func:`find_stages` and the trace it read (used by :func:`pdenas.compress`)."""
     recorded = trace(model, example_input)
-    runs = _Search(model, recorded).runs()
+    runs = _Search(recorded, _parent_counts(model)).runs(model)
     if not runs:
         raise NoStagesError(_no_stages_message(model))
     macs_of = _module_macs(model, example_input, recorded) if macs else {}
@@ -197,14 +213,13 @@ _BREAK = None  # marks a child that ends the current run
 class _Search:
     """Bottom-up search of every container of one traced model."""
 
-    def __init__(self, model: nn.Module, recorded: Trace) -> None:
-        self.model = model
+    def __init__(self, recorded: Trace, parents: Counter[int]) -> None:
         self.trace = recorded
-        self.parents = _parent_counts(model)
+        self.parents = parents  # id(module) -> how many containers hold it
         self.visited: set[int] = set()
 
-    def runs(self) -> list[_Run]:
-        return sorted(self._search(self.model, ""), key=lambda run: run.order)
+    def runs(self, model: nn.Module) -> list[_Run]:
+        return sorted(self._search(model, ""), key=lambda run: run.order)
 
     def _search(self, module: nn.Module, path: str) -> list[_Run]:
         if isinstance(module, GlobalLayer) or id(module) in self.visited:
@@ -280,26 +295,27 @@ def _continues(run: _Run, unit: _Unit) -> bool:
 
 
 def _units(children: list[_Child], blocked: set[str]) -> Iterable[_Unit | None]:
+    """Units in call order, with ``_BREAK`` where a child ends the current run."""
     unit: _Unit | None = None
     for child in children:
-        if child.name in blocked:
-            action = "break"
-        elif _computes(child.module):
-            action = "start"
-        elif unit is not None and feeds(unit.out, child.call.inp) and child.call.in_shape == child.call.out_shape:
-            action = "absorb"  # BN, activation, dropout after a convolution
-        else:
-            action = "break"  # pooling, flatten, or an unconnected module
-        if action == "absorb":
-            unit.children.append(child)
+        if unit is not None and child.name not in blocked and _absorbs(unit, child):
+            unit.children.append(child)  # BN, activation, dropout after a convolution
             continue
         if unit is not None:
             yield unit
-        unit = _Unit([child]) if action == "start" else None
-        if action == "break":
+        if child.name not in blocked and _computes(child.module):
+            unit = _Unit([child])
+        else:  # pooling, flatten, an unconnected or a blocked module
+            unit = None
             yield _BREAK
     if unit is not None:
         yield unit
+
+
+def _absorbs(unit: _Unit, child: _Child) -> bool:
+    """A child joins the unit before it if it computes nothing, is fed by it and keeps the shape."""
+    call = child.call
+    return not _computes(child.module) and feeds(unit.out, call.inp) and call.in_shape == call.out_shape
 
 
 def _computes(module: nn.Module) -> bool:
@@ -342,6 +358,7 @@ def _name(run: _Run, *, short: bool) -> str:
 
 
 def _to_stage(run: _Run, name: str, model: nn.Module, macs_of: dict[str, int]) -> Stage:
+    assert run.shape is not None  # only 4-D runs are stages
     _, channels, height, width = run.shape  # (B, C, H, W) of every block after the first
     block = run.units[1]  # the first shape-preserving block
     return Stage(

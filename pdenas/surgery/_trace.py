@@ -82,7 +82,7 @@ def trace(model: nn.Module, example_input: Tensor) -> Trace:
         handles.append(module.register_forward_hook(_post_hook(result)))
     try:
         with evaluating(model), torch.enable_grad():
-            output = model(example_input)
+            output = model(_tracked(example_input))
     except Exception as err:  # noqa: BLE001 - any failure of the user's model becomes one line
         raise ExampleInputError(
             f"the model failed on example_input of shape {tuple(example_input.shape)}: "
@@ -145,6 +145,14 @@ def output_shapes(output: Any) -> Any:
     if isinstance(output, dict):
         return {k: output_shapes(v) for k, v in output.items()}
     return type(output).__name__
+
+
+def _tracked(example_input: Tensor) -> Tensor:
+    """The input as a non-leaf tensor that requires grad, so that every activation has a grad_fn
+    for :func:`feeds` even when the model's parameters are frozen (non-leaf: in-place ops stay legal)."""
+    if not example_input.is_floating_point():
+        return example_input
+    return example_input.detach().requires_grad_(True).clone()
 
 
 def _unique_modules(model: nn.Module) -> Iterator[nn.Module]:

@@ -1,5 +1,7 @@
 """Saving and loading a compressed model with its plan (issue 3, section 3)."""
 
+import functools
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from pdenas.surgery import (
     load_compressed,
     save_compressed,
 )
-from surgery_helpers import train_steps
+from .surgery_helpers import train_steps
 
 
 def _trained_compressed(spec: str, size: tuple[int, int, int], plan_of=CompressionPlan.paper):
@@ -27,9 +29,15 @@ def _trained_compressed(spec: str, size: tuple[int, int, int], plan_of=Compressi
     return model.eval(), plan, x
 
 
+@functools.lru_cache(maxsize=None)
+def _paper_compressed(spec: str, size: tuple[int, int, int]):
+    """Built once per module: saving and loading never change the model."""
+    return _trained_compressed(spec, size)
+
+
 @pytest.mark.parametrize("spec,size", [("resnet20", (3, 32, 32)), ("tv:resnet18", (1, 32, 48))])
 def test_round_trip_gives_identical_outputs(tmp_path, spec, size):
-    model, plan, x = _trained_compressed(spec, size)
+    model, plan, x = _paper_compressed(spec, size)
     path = save_compressed(tmp_path / "small.pt", model, plan=plan, model_spec=spec, input_size=size,
                            metadata={"accuracy": 0.5, "trial": 3})
     loaded = load_compressed(path)
@@ -66,7 +74,7 @@ def test_missing_and_foreign_files_are_one_line_errors(tmp_path):
 
 
 def test_weights_that_do_not_fit_the_plan_name_the_keys(tmp_path):
-    model, plan, _ = _trained_compressed("resnet20", (3, 32, 32))
+    model, plan, _ = _paper_compressed("resnet20", (3, 32, 32))
     path = save_compressed(tmp_path / "c.pt", model, plan=plan, model_spec="resnet20", input_size=(3, 32, 32))
     raw = torch.load(path, weights_only=True)
     raw["state_dict"]["layer1.0.extra"] = torch.zeros(1)
@@ -80,7 +88,7 @@ def test_weights_that_do_not_fit_the_plan_name_the_keys(tmp_path):
 
 
 def test_bad_metadata_and_input_size_are_refused(tmp_path):
-    model, plan, _ = _trained_compressed("resnet20", (3, 32, 32))
+    model, plan, _ = _paper_compressed("resnet20", (3, 32, 32))
     with pytest.raises(CheckpointError, match="metadata must be JSON-serialisable"):
         save_compressed(tmp_path / "c.pt", model, plan=plan, model_spec="resnet20", input_size=(3, 32, 32),
                         metadata={"tensor": torch.zeros(1)})

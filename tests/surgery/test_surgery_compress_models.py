@@ -9,7 +9,7 @@ from pdenas.cost import profile
 from pdenas.nn import GlobalLayer, GlobalLayerConfig
 from pdenas.surgery import CompressionPlan, StagePlan, compress, find_stages
 from pdenas.zoo import create_model, list_models
-from surgery_helpers import (
+from .surgery_helpers import (
     EXPECTED_STAGES,
     TORCHVISION_MODELS,
     assert_unchanged,
@@ -105,7 +105,6 @@ def test_identity_plan_gives_the_same_outputs():
 def test_keep_all_blocks_and_a_global_layer_wraps_the_last_child():
     model = create_model("resnet20")
     x = torch.randn(2, 3, 32, 32)
-    stages = find_stages(model, x, macs=False)
     plan = CompressionPlan({"layer2": StagePlan(keep=3, global_layer=GlobalLayerConfig(iterations=2))})
     compressed = compress(model, plan, x)
     wrapped = compressed.layer2[2]

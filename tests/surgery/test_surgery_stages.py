@@ -9,7 +9,7 @@ from torch import nn
 
 from pdenas.surgery import ExampleInputError, NoStagesError, Stage, find_stages
 from pdenas.zoo import create_model
-from surgery_helpers import ListNet, assert_unchanged, plain_cnn, snapshot, two_layer_cnn
+from .surgery_helpers import ListNet, assert_unchanged, plain_cnn, snapshot, two_layer_cnn
 
 
 def test_resnet_stages_record_paths_shapes_and_the_transition_block():
@@ -55,6 +55,14 @@ def test_module_list_blocks_glued_by_functional_relus():
     (stage,) = find_stages(model, torch.randn(2, 3, 8, 8))
     assert (stage.name, stage.m, stage.channels) == ("blocks", 4, 8)
     assert stage.block_paths == tuple((f"blocks.{i}",) for i in range(4))
+
+
+def test_functional_glue_is_followed_even_when_the_weights_are_frozen():
+    model = ListNet(blocks=3).requires_grad_(False)
+    (stage,) = find_stages(model, torch.randn(2, 3, 8, 8), macs=False)
+    assert (stage.name, stage.m) == ("blocks", 3)
+    inplace_first = nn.Sequential(nn.ReLU(inplace=True), plain_cnn())  # an in-place op on the input itself
+    assert len(find_stages(inplace_first, torch.randn(2, 3, 16, 16), macs=False)) == 2
 
 
 def test_a_residual_add_between_blocks_ends_the_run():

@@ -127,7 +127,12 @@ def _location(args: argparse.Namespace, config: Path) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    import signal
+
     from .search import SearchProgress, open_storage, search
+
+    # Ctrl-C stops cleanly even when the parent shell started us with SIGINT ignored (background jobs)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     space, config = _search_space(args)
     location = _location(args, config)
@@ -285,6 +290,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     warnings.filterwarnings("ignore", message=".*experimental.*", module="optuna")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -17,7 +17,8 @@ Trial user attributes (every trial that got as far as building its candidate):
     EPOCHS     epochs run; SEED the trial's training seed.
     REFERENCE  True on the original model's trial (the identity plan).
     FEASIBLE   False when the candidate broke a constraint (then untrained, ACCURACY absent,
-               objective accuracy recorded as 0.0, and Optuna constraints > 0).
+               objective accuracy recorded as 0.0, and Optuna constraints > 0); the original
+               model's trial is trained even when it breaks a constraint.
     REUSED_FROM  trial number whose result an identical plan reused.
     RETRY_OF   trial number this trial re-runs (after a crash or a stale heartbeat).
     FAILURE    one-line reason, on FAIL trials.

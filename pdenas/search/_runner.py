@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import os
 import socket
 import time
@@ -211,6 +212,7 @@ def search(
 
 
 def _worker_main(location: StudyLocation, space: SearchSpace, worker: int, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C marks the running trial
     torch.set_num_threads(threads)
     try:
         run_worker(location, space, worker=worker)

@@ -1,0 +1,51 @@
+"""A tiny, real search setting: resnet_tiny on 240 real digit images, one short epoch per trial."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = """\
+model: resnet_tiny
+dataset: digits
+trials: {trials}
+seed: 0
+device: cpu
+space:
+  stages: all
+  global_layer: [true, false]
+  keep: {{low: 1, high: 2}}
+  iterations: {{low: 1, high: 2}}
+  dt: {{low: 0.1, high: 0.3, log: true}}
+budget:
+  epochs: {epochs}
+  batch_size: 32
+  lr: 0.05
+  subset: {subset}
+  val_fraction: 0.2
+sampler:
+  name: random
+"""
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path: Path):
+    def make(*, trials: int = 3, epochs: int = 1, subset: int = 240, extra: str = "", name: str = "tiny.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(TINY.format(trials=trials, epochs=epochs, subset=subset) + extra)
+        return path
+
+    return make
+
+
+def pdenas_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pdenas.cli", *args]
+
+
+def run_pdenas(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(pdenas_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env)

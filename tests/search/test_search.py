@@ -1,0 +1,219 @@
+"""The search end to end, with real training on real data and a real Optuna storage on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from pdenas.search import SearchSpace, StudyLocation, open_storage, run_worker, search
+from pdenas.search import _attrs as A
+from pdenas.search._trial import plan_key
+
+from .conftest import pdenas_cmd, run_pdenas
+
+
+def load(directory: Path) -> optuna.Study:
+    return optuna.load_study(study_name="pdenas", storage=open_storage(StudyLocation(directory)))
+
+
+def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def test_search_records_everything_and_trial_zero_is_the_original(tiny_yaml, tmp_path):
+    space = SearchSpace.from_yaml(tiny_yaml(trials=3))
+    result = search(space, location=StudyLocation(tmp_path / "study"))
+    assert result.completed == 3
+    study = load(tmp_path / "study")
+    trials = completed(study)
+    assert len(trials) == 3
+    ref = study.trials[0]
+    assert ref.user_attrs[A.REFERENCE] is True
+    assert all(v == "keep" or True for v in ref.user_attrs[A.PLAN]["stages"])
+    original = study.user_attrs[A.ORIGINAL]
+    assert ref.user_attrs[A.MACS] == original["macs"] and ref.user_attrs[A.PARAMS] == original["params"]
+    for t in trials:
+        for key in (A.PLAN, A.PLAN_TEXT, A.ACCURACY, A.MACS, A.CONV_MACS, A.PARAMS, A.TRAIN_TIME, A.EPOCHS, A.SEED):
+            assert key in t.user_attrs, (t.number, key)
+        assert 0 <= t.user_attrs[A.ACCURACY] <= 1
+        assert t.values == [t.user_attrs[A.ACCURACY], t.user_attrs[A.MACS]]
+    assert study.user_attrs[A.CONFIG]["model"] == "resnet_tiny"
+    config = json.loads((tmp_path / "study" / "config.json").read_text())
+    assert config["search"]["budget"]["subset"] == 240 and config["study_name"] == "pdenas"
+
+
+def test_identical_plans_are_not_trained_twice(tiny_yaml, tmp_path):
+    extra = "constraints: {}\n"
+    path = tiny_yaml(trials=3)
+    text = path.read_text().replace("global_layer: [true, false]", "global_layer: [false]").replace(
+        "keep: {low: 1, high: 2}", "keep: {low: 1, high: 1}"
+    ).replace("stages: all", "stages: [layer1]")
+    path.write_text(text + extra)
+    search(SearchSpace.from_yaml(path), location=StudyLocation(tmp_path / "s"))
+    trials = completed(load(tmp_path / "s"))
+    assert len(trials) == 3
+    assert plan_key(trials[1].user_attrs[A.PLAN]) == plan_key(trials[2].user_attrs[A.PLAN])
+    assert trials[2].user_attrs[A.REUSED_FROM] == 1
+    assert trials[2].user_attrs[A.ACCURACY] == trials[1].user_attrs[A.ACCURACY]
+
+
+def test_constraint_violations_are_recorded_untrained(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=4, extra="constraints:\n  max_macs: 0.55\n")
+    search(SearchSpace.from_yaml(path), location=StudyLocation(tmp_path / "s"))
+    study = load(tmp_path / "s")
+    trials = completed(study)
+    ref = trials[0]
+    # the original breaks the limit but is trained anyway: it is the report's reference point
+    assert ref.user_attrs[A.FEASIBLE] is False and A.ACCURACY in ref.user_attrs
+    assert ref.constraints["max_macs"] > 0
+    limit = 0.55 * study.user_attrs[A.ORIGINAL]["macs"]
+    for t in trials[1:]:
+        assert t.user_attrs[A.FEASIBLE] == (t.user_attrs[A.MACS] <= limit)
+        assert (A.ACCURACY in t.user_attrs) == t.user_attrs[A.FEASIBLE]
+    assert all(t.user_attrs[A.FEASIBLE] for t in study.best_trials)
+
+
+def test_impossible_budget_is_refused_before_anything_starts(tiny_yaml, tmp_path):
+    path = tiny_yaml(extra="constraints:\n  max_macs: 1000\n")
+    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(tmp_path / "s"))
+    assert proc.returncode == 2
+    assert "'constraints.max_macs' = 1,000 is impossible" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "s" / "study.log").exists()
+
+
+def test_diverging_candidates_fail_with_the_reason_and_the_search_goes_on(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=3)
+    path.write_text(path.read_text().replace("lr: 0.05", "lr: 1.0e+8"))
+    counts = run_worker(StudyLocation(tmp_path / "s"), SearchSpace.from_yaml(path), max_failures=2)
+    assert counts.failed == 2
+    failed = load(tmp_path / "s").get_trials(states=(TrialState.FAIL,))
+    assert len(failed) == 2
+    assert all("TrainingDiverged" in t.user_attrs[A.FAILURE] or "diverged" in t.user_attrs[A.FAILURE] for t in failed)
+
+
+def test_a_different_model_against_an_existing_study_is_refused(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=1)
+    assert run_pdenas("search", "--config", str(path), "--study-dir", str(tmp_path / "s")).returncode == 0
+    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(tmp_path / "s"), "--model", "resnet20", "--trials", "2")
+    assert proc.returncode == 2
+    assert "created with different settings (model: 'resnet_tiny' -> 'resnet20')" in proc.stderr
+    assert len(load(tmp_path / "s").trials) == 1
+
+
+def test_more_trials_extend_the_study(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=2)
+    assert run_pdenas("search", "--config", str(path), "--study-dir", str(tmp_path / "s")).returncode == 0
+    before = {t.number: t.values for t in completed(load(tmp_path / "s"))}
+    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(tmp_path / "s"), "--trials", "3")
+    assert proc.returncode == 0, proc.stderr
+    after = {t.number: t.values for t in completed(load(tmp_path / "s"))}
+    assert len(after) == 3 and all(after[n] == v for n, v in before.items())
+
+
+def _wait_for_training(directory: Path, proc: subprocess.Popen, *, min_number: int, timeout: float = 240) -> int:
+    """The number of a trial that is RUNNING and training, once one is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the search ended before it could be interrupted"
+        if (directory / "study.log").exists():
+            try:
+                study = load(directory)
+            except Exception:
+                time.sleep(0.2)
+                continue
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.number >= min_number and A.PROGRESS in t.user_attrs:
+                    return t.number
+        time.sleep(0.2)
+    raise AssertionError("no trial started training in time")
+
+
+def test_kill_9_in_the_middle_of_a_trial_then_resume(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=4, epochs=3)
+    directory = tmp_path / "s"
+    args = ["search", "--config", str(path), "--study-dir", str(directory)]
+    proc = subprocess.Popen(pdenas_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        victim = _wait_for_training(directory, proc, min_number=1)
+        done_before = {t.number: (t.values, t.user_attrs[A.PLAN]) for t in completed(load(directory))}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    study = load(directory)
+    killed = study.trials[victim]
+    assert killed.state == TrialState.RUNNING  # nothing could record the death
+    resumed = run_pdenas(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    study = load(directory)
+    trials = completed(study)
+    assert len(trials) == 4
+    killed = study.trials[victim]
+    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs[A.FAILURE]
+    retries = [t for t in study.trials if t.user_attrs.get(A.RETRY_OF) == victim]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    for number, (values, plan) in done_before.items():
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].values == values and study.trials[number].user_attrs[A.PLAN] == plan
+
+
+def test_ctrl_c_marks_the_trial_and_the_next_run_resumes(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=3, epochs=3)
+    directory = tmp_path / "s"
+    args = ["search", "--config", str(path), "--study-dir", str(directory)]
+    proc = subprocess.Popen(pdenas_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    victim = _wait_for_training(directory, proc, min_number=0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in out
+    study = load(directory)
+    assert study.trials[victim].state == TrialState.FAIL
+    assert "interrupted" in study.trials[victim].user_attrs[A.FAILURE]
+    assert run_pdenas(*args).returncode == 0
+    study = load(directory)
+    assert len(completed(study)) == 3
+    assert any(t.user_attrs.get(A.RETRY_OF) == victim and t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_two_workers_share_one_study(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=5)
+    directory = tmp_path / "s"
+    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(directory), "--workers", "2", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "locked" not in proc.stderr + proc.stdout
+    study = load(directory)
+    trials = completed(study)
+    assert len(trials) == 5
+    workers = {t.user_attrs[A.WORKER] for t in study.trials}
+    assert len(workers) == 2
+    trained = [plan_key(t.user_attrs[A.PLAN]) for t in trials if A.REUSED_FROM not in t.user_attrs]
+    assert len(trained) == len(set(trained))
+
+
+def test_a_second_search_on_a_running_study_dir_is_refused(tiny_yaml, tmp_path):
+    path = tiny_yaml(trials=3, epochs=3)
+    directory = tmp_path / "s"
+    args = ["search", "--config", str(path), "--study-dir", str(directory)]
+    proc = subprocess.Popen(pdenas_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_training(directory, proc, min_number=0)
+        second = run_pdenas(*args)
+        assert second.returncode == 2
+        assert "is in use by a running pdenas search" in second.stderr
+    finally:
+        proc.kill()
+        proc.wait()

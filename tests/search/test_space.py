@@ -1,0 +1,84 @@
+"""Search spaces: every shipped file loads; a wrong file gets one clear line."""
+
+from pathlib import Path
+
+import pytest
+
+from pdenas.search import SearchSpace, SearchSpaceError, default_space_path
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_default_space_is_the_shipped_default():
+    assert default_space_path().resolve() == (ROOT / "search_spaces" / "default.yaml").resolve()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_spaces_load(path):
+    space = SearchSpace.from_yaml(path)
+    assert space.objectives[0] == "accuracy"
+    assert space.directions[0] == "maximize"
+
+
+def test_every_key_is_documented():
+    readme = (ROOT / "search_spaces" / "README.md").read_text()
+    space = SearchSpace()
+    keys = [k for k in space.to_dict() if k != "source"]
+    for section in ("space", "budget", "constraints", "sampler"):
+        keys += list(getattr(space, section).__dict__)
+    missing = [k for k in keys if f"`{k}`" not in readme]
+    assert not missing
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("budgt:\n  epochs: 2\n", "unknown key 'budgt' (did you mean 'budget'?)"),
+        ("budget:\n  epoch: 2\n", "unknown key 'budget.epoch' (did you mean 'budget.epochs'?)"),
+        ("space:\n  iteratons: [1, 3]\n", "did you mean 'space.iterations'?"),
+        ("budget:\n  epochs: three\n", "'budget.epochs' must be an integer, got str 'three'"),
+        ("space:\n  global_layer: maybe\n", "'space.global_layer[0]' must be true or false"),
+        ("space:\n  dt: {low: 0.5, high: 0.1}\n", "'space.dt' is an empty range: low=0.5 > high=0.1"),
+        ("space:\n  keep: [4, 2]\n", "'space.keep' is an empty range"),
+        ("space:\n  diffusion: []\n", "'space.diffusion' is an empty list"),
+        ("objectives: [accuracy, macz]\n", "unknown objective 'macz' (did you mean 'macs'?)"),
+        ("sampler:\n  name: cmaes\n", "'sampler.name' must be tpe, nsga2 or random"),
+        ("budget:\n  distillation: 0.5\n", "needs the original model's weights"),
+        ("constraints:\n  max_macs: -3\n", "'constraints.max_macs' must be > 0"),
+        ("model: [a, b\n", "not valid YAML at line"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+    ],
+)
+def test_wrong_file_gets_one_clear_line(tmp_path, text, message):
+    with pytest.raises(SearchSpaceError) as info:
+        SearchSpace.from_yaml(write(tmp_path, text))
+    text_out = str(info.value)
+    assert message in text_out
+    assert "\n" not in text_out
+    assert str(tmp_path / "space.yaml") in text_out
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SearchSpaceError, match="does not exist"):
+        SearchSpace.from_yaml(tmp_path / "nope.yaml")
+
+
+def test_overrides_win_and_dotted_keys(tmp_path):
+    path = write(tmp_path, "trials: 5\nbudget:\n  epochs: 2\n")
+    space = SearchSpace.from_yaml(path, trials=9, **{"budget.epochs": 4, "constraints.max_macs": 0.5, "model": None})
+    assert (space.trials, space.budget.epochs, space.constraints.max_macs, space.model) == (9, 4, 0.5, "resnet_tiny")
+
+
+def test_round_trip_and_fingerprint_ignores_trials():
+    space = SearchSpace.from_yaml(default_space_path())
+    again = SearchSpace.from_dict(space.to_dict())
+    assert again == space
+    assert space.with_overrides(trials=99).fingerprint() == space.fingerprint()
+    assert space.with_overrides(model="resnet20").fingerprint() != space.fingerprint()

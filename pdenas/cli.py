@@ -70,10 +70,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     console.print(f"[bold]{args.model}[/] on {'x'.join(map(str, args.input))} input: "
                   f"{cost.params:,} params, {format_macs(cost.macs)} MACs (honest), {format_macs(cost.conv_macs)} conv MACs (fvcore/paper)")
     example = torch.zeros(2, *args.input)
+    console.print(_layers_table(model, example))
     try:
         stages = find_stages(model, example)
     except NoStagesError as err:
-        console.print(f"no stages: {err}")
+        console.print(f"no stages to compress: {err}", highlight=False)
         return 0
     table = Table(title="stages (repeated blocks pdenas can replace)", title_justify="left")
     for col in ("stage", "m", "channels", "spatial", "MACs/block", "params/block"):
@@ -91,6 +92,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.model not in list_models() and not args.model.startswith("tv:") and ":" not in args.model:
         console.print(f"zoo models: {', '.join(list_models())}")
     return 0
+
+
+def _layers_table(model: Any, example: Any) -> Any:
+    """Top-level modules with their parameters, honest MACs and Global layers."""
+    from rich.table import Table
+
+    from .cost import count_params, macs_by_module
+    from .nn import GlobalLayer
+    from .search._progress import format_macs
+
+    macs = macs_by_module(model, example)
+    table = Table(title="layers", title_justify="left")
+    for col in ("module", "params", "MACs", "Global layers"):
+        table.add_column(col, justify="left" if col == "module" else "right")
+    for name, child in model.named_children():
+        layers = [m for m in child.modules() if isinstance(m, GlobalLayer)]
+        glob = ", ".join(f"K={m.config.iterations} dt={m.config.dt:g} C={m.channels}" for m in layers)
+        table.add_row(name, f"{count_params(child):,}", format_macs(macs.get(name, 0)), glob or "-")
+    return table
 
 
 # -------------------------------------------------------------------------------------------- search
@@ -212,7 +232,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .report import build_report_data, open_study, print_pareto
 
-    print_pareto(build_report_data(open_study(Path(args.dir))), console)
+    print_pareto(build_report_data(open_study(Path(args.dir)), importances=False), console)
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -73,7 +74,7 @@ def latency(
 ) -> float:
     """Median wall time in seconds of one inference forward pass on a batch, after warm-up."""
     inputs = _example_input(model, input_size, device, batch_size=batch_size)
-    was_training = model.training
+    modes = _training_flags(model)
     model.eval()
     times: list[float] = []
     try:
@@ -86,14 +87,16 @@ def latency(
                 if i >= warmup:
                     times.append(time.perf_counter() - start)
     finally:
-        model.train(was_training)
+        _restore_training_flags(modes)
     return statistics.median(times)
 
 
 def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> Any:
-    from fvcore.nn import FlopCountAnalysis
+    with warnings.catch_warnings():  # fvcore scripts a helper at import; torch 2.x calls that deprecated
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import FlopCountAnalysis
 
-    was_training = model.training
+    modes = _training_flags(model)
     model.eval()
     try:
         analysis = FlopCountAnalysis(model, example)
@@ -105,8 +108,18 @@ def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> 
         with torch.no_grad():
             analysis.total()  # runs the trace now, in eval mode
     finally:
-        model.train(was_training)
+        _restore_training_flags(modes)
     return analysis
+
+
+def _training_flags(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore_training_flags(modes: list[tuple[nn.Module, bool]]) -> None:
+    # each module gets its own flag back (a frozen BN in eval mode stays in eval mode)
+    for module, training in modes:
+        module.training = training
 
 
 def _elementwise_macs(inputs: list[Any], outputs: list[Any]) -> int:

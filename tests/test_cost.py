@@ -53,3 +53,11 @@ def test_latency_is_positive_and_model_mode_restored():
     seconds = latency(model, (3, 32, 32), batch_size=4, repeats=3, warmup=1)
     assert 0 < seconds < 5
     assert model.training
+
+
+def test_profile_restores_each_module_flag():
+    model = create_model("resnet_tiny").train()
+    model.bn1.eval()  # e.g. a frozen BN
+    profile(model)
+    latency(model, (3, 32, 32), repeats=1, warmup=0)
+    assert model.training and not model.bn1.training

@@ -1,6 +1,7 @@
 """Neural-network layers of pdenas: the PDE Global layer (Kag & Saligrama, CVPR 2022)."""
 
 from . import functional
+from ._compile import get_compile, set_compile
 from ._config import GlobalLayerConfig, GlobalLayerConfigError
 from ._global_layer import GlobalLayer, GlobalLayerUnstableError
 from ._registry import create_global_layer, list_global_layers, register_global_layer
@@ -12,6 +13,8 @@ __all__ = [
     "GlobalLayerUnstableError",
     "create_global_layer",
     "functional",
+    "get_compile",
     "list_global_layers",
     "register_global_layer",
+    "set_compile",
 ]

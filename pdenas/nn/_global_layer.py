@@ -10,15 +10,31 @@ runs K explicit steps of the advection-diffusion scheme (:func:`pdenas.nn.functi
 and returns ``ReLU(BN(H_K))`` (plus f when residual). The coefficient BatchNorms use
 ``eps = channels`` by default, as the paper's public code does (``BatchNorm2d(C, C)``): the large
 eps keeps the coefficients small and the explicit scheme stable.
+
+Execution (same numbers on every path, to float32 rounding):
+
+* eager (default on CPU): the depthwise convolutions and the solver run on a channels-last copy of
+  the feature map (oneDNN's depthwise kernels are several times faster there, and the scheme's
+  shifted views along W stay contiguous), the output is returned in the input's memory format; in
+  eval mode each coefficient BN is folded into its convolution (:mod:`pdenas.nn._bn_fold`); the
+  solver is the fused one with the adjoint backward (:mod:`pdenas.nn._fast_pde`);
+* compiled (``pdenas.nn.set_compile``, :mod:`pdenas.nn._compile`): the same forward under
+  ``torch.compile``;
+* traced (``torch.jit``, used by :mod:`pdenas.cost`): the modules and plain tensor operations
+  exactly as written in the paper's code, so every elementwise MAC of the solver is counted.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as PF
+from ._bn_fold import fold_conv_bn
+from ._compile import CompiledOrEager, compile_enabled
 from ._config import GlobalLayerConfig
+from ._layout import relayout
 
 __all__ = ["GlobalLayer", "GlobalLayerUnstableError"]
 
@@ -72,30 +88,42 @@ class GlobalLayer(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, f: Tensor) -> Tensor:  # f: (B, C, H, W)
+        if torch.jit.is_tracing():
+            return self._forward_traced(f)
+        check = self.training
+        if not self.training and compile_enabled(f.device):
+            # inference: the whole layer in one compiled graph (convs with folded BNs, fused solver, BN, ReLU)
+            out, finite = _compiled_forward(self, f, check)
+        else:
+            # training: eager convs and BNs; the solver's forward and backward run compiled when enabled
+            out, finite = _forward_fused(self, f, check)
+        if finite is not None and not bool(finite):
+            self._raise_unstable()
+        return out
+
+    def _forward_traced(self, f: Tensor) -> Tensor:
+        """The layer as the paper's code writes it: modules, then the solver as plain tensor ops."""
         cfg = self.config
         h = self.init_block(f)  # (B, C, H, W)
         u = self.u(h) if self.u is not None else 0.0
         v = self.v(h) if self.v is not None else 0.0
         Dx = self.diff_x(h) if self.diff_x is not None else cfg.cdx
         Dy = self.diff_y(h) if self.diff_y is not None else cfg.cdy
-        H = PF.global_pde(
+        H = PF.global_pde_unfused(
             f, h, u, v, Dx, Dy,
             iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing,
         )  # (B, C, H, W)
-        if self.training:
-            self._check_finite(H)
         out = self.relu(self.bn_out(H))
         return out + f if cfg.residual else out
 
-    def _check_finite(self, H: Tensor) -> None:
-        if not bool(torch.isfinite(H).all()):
-            where = self.name or f"GlobalLayer(channels={self.channels})"
-            cfg = self.config
-            raise GlobalLayerUnstableError(
-                f"Global layer {where} diverged (non-finite values) with iterations={cfg.iterations}, "
-                f"dt={cfg.dt}, diffusion={cfg.diffusion}, coef_norm_eps={cfg.coef_norm_eps}: "
-                "lower dt or iterations"
-            )
+    def _raise_unstable(self) -> None:
+        where = self.name or f"GlobalLayer(channels={self.channels})"
+        cfg = self.config
+        raise GlobalLayerUnstableError(
+            f"Global layer {where} diverged (non-finite values) with iterations={cfg.iterations}, "
+            f"dt={cfg.dt}, diffusion={cfg.diffusion}, coef_norm_eps={cfg.coef_norm_eps}: "
+            "lower dt or iterations"
+        )
 
     def extra_repr(self) -> str:
         cfg = self.config
@@ -103,3 +131,53 @@ class GlobalLayer(nn.Module):
             f"channels={self.channels}, iterations={cfg.iterations}, dt={cfg.dt}, "
             f"diffusion={cfg.diffusion}, advection={cfg.advection}, residual={cfg.residual}"
         )
+
+
+def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, Tensor | None]:
+    """The layer's output and, when ``check``, whether the solver's output is finite (a 0-dim bool tensor)."""
+    cfg = layer.config
+    h = layer.init_block(f)  # (B, C, H, W)
+    layout = _internal_layout(f)
+    if layout is not None:
+        f_in = relayout(f, layout)
+        h = f_in if h is f else relayout(h, layout)
+    else:
+        f_in = f
+    u = _coefficient(layer.u, h, layer.training, 0.0)
+    v = _coefficient(layer.v, h, layer.training, 0.0)
+    Dx = _coefficient(layer.diff_x, h, layer.training, cfg.cdx)
+    Dy = _coefficient(layer.diff_y, h, layer.training, cfg.cdy)
+    H = PF.global_pde(
+        f_in, h, u, v, Dx, Dy,
+        iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing,
+    )  # (B, C, H, W)
+    # one read pass: the sum is non-finite iff some value is (or |H| ~ 1e38 / numel: diverged anyway)
+    finite = torch.isfinite(H.sum()) if check else None
+    out = layer.relu(layer.bn_out(H))
+    if layout is not None:
+        out = relayout(out, torch.contiguous_format)  # back to the caller's layout
+    return (out + f if cfg.residual else out), finite
+
+
+_compiled_forward = CompiledOrEager(_forward_fused, name="GlobalLayer.forward")
+
+
+def _coefficient(branch: nn.Module | None, h: Tensor, training: bool, constant: float) -> Tensor | float:
+    """ReLU(BN(dwconv(h))) of one coefficient branch, with BN folded into the conv in eval mode."""
+    if branch is None:
+        return constant
+    conv, bn = branch[0], branch[1]
+    folded = None if training else fold_conv_bn(conv, bn)
+    if folded is None:
+        return branch(h)
+    weight, bias = folded
+    return torch.relu_(F.conv2d(h, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+
+
+def _internal_layout(f: Tensor) -> torch.memory_format | None:
+    """channels_last for a contiguous NCHW input in eager mode, else None (keep the input's layout)."""
+    if f.dim() != 4:
+        return None
+    if f.is_contiguous(memory_format=torch.channels_last):
+        return None
+    return torch.channels_last

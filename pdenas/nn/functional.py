@@ -18,7 +18,11 @@ with ``Ax = u dt/dx``, ``Ay = v dt/dy``, ``Bx = Dx dt/dx^2``, ``By = Dy dt/dy^2`
 
 :func:`global_pde_reference` writes these lines literally; :func:`global_pde` computes the same
 numbers with the stencil coefficients folded once per call, since they do not change across
-iterations.
+iterations: by default on the fused path of :mod:`pdenas.nn._fast_pde` (in-place passes, shifted
+views instead of ``torch.roll`` copies, and a custom autograd Function whose backward is the adjoint
+iteration). While ``torch.jit`` traces (fvcore's MAC counting in :mod:`pdenas.cost`) or
+``torch.compile`` captures the graph, it runs the same arithmetic as plain tensor operations
+(:func:`global_pde_unfused`), which the tracer can see and the compiler can fuse.
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from typing import Union
 import torch
 from torch import Tensor
 
-__all__ = ["global_pde", "global_pde_reference", "stencil_coefficients"]
+from ._compile import compile_enabled
+from ._fast_pde import global_pde_fast
+
+__all__ = ["global_pde", "global_pde_reference", "global_pde_unfused", "stencil_coefficients"]
 
 Field = Union[Tensor, float]
 
@@ -59,6 +66,36 @@ def global_pde(
         dt, dx, dy: time step and grid spacing (integer shifts, wrap-around).
         h_prev: the state before ``h``; ``f`` when None, as in the paper's code.
         forcing: when False the ``D * 2 * dt * f`` source term is dropped.
+    """
+    _check_args(f, h, iterations, dx, dy)
+    if _fast_path_applies(f, h, h_prev, (u, v, Dx, Dy)):
+        return global_pde_fast(
+            f, h, u, v, Dx, Dy, iterations=iterations, dt=dt, dx=dx, dy=dy, h_prev=h_prev, forcing=forcing,
+            compiled=compile_enabled(f.device),
+        )
+    return global_pde_unfused(
+        f, h, u, v, Dx, Dy, iterations=iterations, dt=dt, dx=dx, dy=dy, h_prev=h_prev, forcing=forcing
+    )
+
+
+def global_pde_unfused(
+    f: Tensor,
+    h: Tensor,
+    u: Field,
+    v: Field,
+    Dx: Field,
+    Dy: Field,
+    *,
+    iterations: int,
+    dt: float,
+    dx: int = 1,
+    dy: int = 1,
+    h_prev: Tensor | None = None,
+    forcing: bool = True,
+) -> Tensor:
+    """:func:`global_pde` as plain tensor operations (coefficients folded once, ``torch.roll`` shifts).
+
+    What tracers and compilers see; autograd differentiates it op by op.
     """
     _check_args(f, h, iterations, dx, dy)
     c_prev, c_mid, c_hp, c_hm, c_wp, c_wm, D = stencil_coefficients(u, v, Dx, Dy, dt=dt, dx=dx, dy=dy)
@@ -145,6 +182,20 @@ def _central_difference(x: Field, shift: int, *, dim: int, spacing: int) -> Fiel
     if not isinstance(x, Tensor):
         return 0.0
     return (torch.roll(x, shift, dims=dim) - torch.roll(x, -shift, dims=dim)) / (2 * spacing)
+
+
+def _fast_path_applies(f: Tensor, h: Tensor, h_prev: Tensor | None, fields: tuple[Field, ...]) -> bool:
+    """The fused path needs eager execution and fields that are floats or tensors shaped like f."""
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if not f.is_floating_point():
+        return False
+    for t in (h, h_prev, *fields):
+        if isinstance(t, Tensor) and (t.shape != f.shape or t.dtype != f.dtype or t.device != f.device):
+            return False
+        if t is not None and not isinstance(t, (Tensor, float, int)):
+            return False
+    return True
 
 
 def _check_args(f: Tensor, h: Tensor, iterations: int, dx: int, dy: int) -> None:

@@ -1,0 +1,37 @@
+"""Run the Global-layer benchmarks of issue 7 (Kag & Saligrama, CVPR 2022): layer and model, eager and
+compiled, each in its own process (the compile switch is process-wide).
+
+    python benchmarks/run_all.py [--threads 2] [--quick]
+
+``--quick`` skips the compiled runs (which spend a minute or two compiling on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--quick", action="store_true", help="eager runs only")
+    args = parser.parse_args()
+    common = ["--threads", str(args.threads)] if args.threads else []
+    runs = [["bench_layer.py"], ["bench_model.py"]]
+    if not args.quick:
+        runs += [["bench_layer.py", "--compile"], ["bench_model.py", "--compile", "--no-memory"]]
+    for run in runs:
+        print(f"\n$ python benchmarks/{' '.join(run + common)}", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / run[0]), *run[1:], *common])
+        if code:
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

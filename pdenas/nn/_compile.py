@@ -1,0 +1,111 @@
+"""Optional ``torch.compile`` of the Global layer (Kag & Saligrama, CVPR 2022, Sec. 3.2).
+
+Compiling the whole layer (coefficient convolutions, BatchNorms, the K steps of Eq. 8 and the
+output BatchNorm) lets the compiler fuse the elementwise passes of the scheme into a few loops.
+It costs a compilation per layer shape, per train/eval mode and per process (tens of seconds on a
+CPU the first time, a few seconds from the on-disk cache), which a search that trains many short
+candidates pays again and again; so it is a process-wide switch rather than a layer setting
+(:class:`~pdenas.nn.GlobalLayerConfig` is stored in plans and must not depend on the machine):
+
+* ``pdenas.nn.set_compile(True | False | "auto")``, or
+* the environment variable ``PDENAS_COMPILE`` = ``1`` / ``0`` / ``auto``, read at import.
+
+The default is off: on the 2-core CPU of ``benchmarks/RESULTS.md`` compiling ``resnet32_global``
+takes about a minute per process (3 layer shapes, train and eval) and buys about 1.5x on inference
+and 1.3x on training over the eager fused path, which pays for long trainings and deployment but
+not for a search that trains many short candidates of new shapes. ``"auto"`` compiles on CUDA
+devices only (not measured here: no GPU on the benchmark machine).
+Any failure to compile (no compiler, unsupported platform, a compiler bug) falls back to the
+eager fused path with a single warning, and compilation is not tried again in the process.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable, Literal, Union
+
+import torch
+
+__all__ = ["set_compile", "get_compile", "compile_enabled", "CompiledOrEager"]
+
+CompileMode = Union[bool, Literal["auto"]]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse(value: object) -> CompileMode:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    if text == "auto":
+        return "auto"
+    raise ValueError(f"compile mode must be True, False or 'auto' (PDENAS_COMPILE=1/0/auto), got {value!r}")
+
+
+_mode: CompileMode = _parse(os.environ.get("PDENAS_COMPILE", "0"))
+
+
+def set_compile(mode: CompileMode) -> None:
+    """Compile Global layers with ``torch.compile``: always, never, or ``"auto"`` (CUDA only)."""
+    global _mode
+    _mode = _parse(mode)
+
+
+def get_compile() -> CompileMode:
+    """The current process-wide compile mode."""
+    return _mode
+
+
+def compile_enabled(device: torch.device) -> bool:
+    """Whether a layer running on ``device`` should take its compiled path now."""
+    if _mode == "auto":
+        return device.type == "cuda"
+    return bool(_mode)
+
+
+class CompiledOrEager:
+    """``fn`` compiled on first use with ``torch.compile(dynamic=False)``, or ``fn`` itself after a failure.
+
+    Compilation happens lazily on the first call; an exception raised by the compiler (or by a
+    compiled call) is reported once as a warning, and this wrapper and every later call then run
+    ``fn`` eagerly. An exception that ``fn`` raises eagerly too is the caller's own and propagates.
+    """
+
+    failed: bool = False  # class-wide: one failure disables compilation for the whole process
+
+    def __init__(self, fn: Callable[..., Any], *, name: str) -> None:
+        self.fn = fn
+        self.name = name
+        self._compiled: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if CompiledOrEager.failed:
+            return self.fn(*args, **kwargs)
+        try:
+            if self._compiled is None:
+                self._compiled = _compile(self.fn)
+            return self._compiled(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
+            CompiledOrEager.failed = True
+            warnings.warn(
+                f"pdenas: torch.compile of {self.name} failed ({type(error).__name__}: {_first_line(error)}); "
+                "running the eager fused path from now on (set PDENAS_COMPILE=0 to silence)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.fn(*args, **kwargs)
+
+
+def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return torch.compile(fn, dynamic=False)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else ""

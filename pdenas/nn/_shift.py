@@ -1,0 +1,77 @@
+"""Wrap-around shifts as views, for the Global layer's stencil (Kag & Saligrama, CVPR 2022, Eq. 8).
+
+The scheme reads the neighbours ``S_H^± H`` and ``S_W^± H`` of every pixel with periodic
+boundaries. ``torch.roll`` materialises each shifted copy; here a shifted operand is instead cut
+into the (at most a few) contiguous segments along the shifted dimension where
+``roll(x, s, dim)[dst] == x[src]``, and each segment is a ``narrow`` view. An update such as
+
+    out += c * roll(x, s, dim)
+
+then costs one fused ``addcmul_`` pass over ``out`` (split in two views) and no temporary.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["segments", "fma_rolled_", "mul_rolled", "diff_rolled"]
+
+Field = Union[Tensor, float]
+
+
+def segments(n: int, shifts: Sequence[int]) -> list[tuple[int, int, tuple[int, ...]]]:
+    """Cut ``range(n)`` so that every ``roll(x, s)`` (s in ``shifts``) is contiguous on each piece.
+
+    Returns ``(dst_start, length, src_starts)`` triples: on ``[dst_start, dst_start + length)``,
+    ``roll(x, shifts[i])`` equals ``x[src_starts[i] : src_starts[i] + length]``.
+    """
+    cuts = sorted({0, n, *(s % n for s in shifts)})
+    pieces = []
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        pieces.append((start, stop - start, tuple((start - s) % n for s in shifts)))
+    return pieces
+
+
+def fma_rolled_(
+    out: Tensor, coef: Field, x: Tensor, shift: int, dim: int, *, roll_coef: bool = False, alpha: float = 1.0
+) -> Tensor:
+    """``out += alpha * coef * roll(x, shift, dim)`` in place (``coef`` rolled too when ``roll_coef``).
+
+    ``coef`` is a tensor of ``out``'s shape or a Python float.
+    """
+    if isinstance(coef, Tensor):
+        for start, length, (src,) in segments(out.shape[dim], (shift,)):
+            c = coef.narrow(dim, src if roll_coef else start, length)
+            out.narrow(dim, start, length).addcmul_(c, x.narrow(dim, src, length), value=alpha)
+    elif coef != 0.0:
+        for start, length, (src,) in segments(out.shape[dim], (shift,)):
+            out.narrow(dim, start, length).add_(x.narrow(dim, src, length), alpha=alpha * coef)
+    return out
+
+
+def mul_rolled(a: Tensor, x: Tensor, shift: int, dim: int) -> Tensor:
+    """``a * roll(x, shift, dim)`` into a new tensor laid out like ``a``."""
+    out = torch.empty_like(a)
+    for start, length, (src,) in segments(a.shape[dim], (shift,)):
+        torch.mul(a.narrow(dim, start, length), x.narrow(dim, src, length), out=out.narrow(dim, start, length))
+    return out
+
+
+def diff_rolled(x: Tensor, shift: int, dim: int, *, scale: float = 1.0, out: Tensor | None = None) -> Tensor:
+    """``scale * (roll(x, shift, dim) - roll(x, -shift, dim))``, written into (or added to) ``out``."""
+    accumulate = out is not None
+    if out is None:
+        out = torch.empty_like(x)
+    for start, length, (src_p, src_m) in segments(x.shape[dim], (shift, -shift)):
+        dst = out.narrow(dim, start, length)
+        plus, minus = x.narrow(dim, src_p, length), x.narrow(dim, src_m, length)
+        if accumulate:
+            dst.add_(plus, alpha=scale).sub_(minus, alpha=scale)
+        else:
+            torch.sub(plus, minus, out=dst)
+            if scale != 1.0:
+                dst.mul_(scale)
+    return out

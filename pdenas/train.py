@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["TrainingDiverged", "TrainResult", "train_model", "evaluate", "resolve_device"]
+__all__ = ["TrainingDiverged", "TrainResult", "train_model", "evaluate", "recalibrate_batchnorm", "resolve_device"]
 
 
 class TrainingDiverged(FloatingPointError):
@@ -102,7 +102,7 @@ def train_model(
             loss = _loss(logits, y, x, teacher, budget)
             if not bool(torch.isfinite(loss)):
                 raise TrainingDiverged(
-                    f"training loss became {float(loss)} in epoch {epoch + 1}: lower the learning rate or dt"
+                    f"training loss became {float(loss.detach())} in epoch {epoch + 1}: lower the learning rate or dt"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -112,10 +112,43 @@ def train_model(
         loss_value = float(torch.stack(losses).mean()) if losses else float("nan")
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, loss_value)
+    recalibrate_batchnorm(model, data, batch_size=budget.batch_size, device=device, seed=seed)
     train_time = time.perf_counter() - start
     start = time.perf_counter()
     accuracy = evaluate(model, data, batch_size=max(budget.batch_size, 256), device=device)
     return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, loss_value)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, data: _Data, *, batch_size: int, device: torch.device, seed: int = 0, max_images: int = 2048
+) -> None:
+    """Set every BatchNorm's running statistics to the exact mean/variance of the current weights on
+    (up to ``max_images``) training images.
+
+    After a short training budget the exponential running averages still lag behind the weights, and
+    eval-mode accuracy then says little about the candidate; recomputing the statistics, as one-shot
+    NAS methods do before scoring, removes that bias from the comparison.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    seen = 0
+    for x, _ in data.train_batches(batch_size, seed=seed, augment=False, device=device):
+        model(x)
+        seen += x.shape[0]
+        if seen >= max_images:
+            break
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    for module, training in modes:
+        module.training = training
 
 
 @torch.no_grad()

@@ -46,6 +46,6 @@ def pdenas_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pdenas.cli", *args]
 
 
-def run_pdenas(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_pdenas(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run(pdenas_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -138,7 +138,7 @@ def _wait_for_training(directory: Path, proc: subprocess.Popen, *, min_number: i
 
 
 def test_kill_9_in_the_middle_of_a_trial_then_resume(tiny_yaml, tmp_path):
-    path = tiny_yaml(trials=4, epochs=3)
+    path = tiny_yaml(trials=3, epochs=2)
     directory = tmp_path / "s"
     args = ["search", "--config", str(path), "--study-dir", str(directory)]
     proc = subprocess.Popen(pdenas_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -154,11 +154,11 @@ def test_kill_9_in_the_middle_of_a_trial_then_resume(tiny_yaml, tmp_path):
     study = load(directory)
     killed = study.trials[victim]
     assert killed.state == TrialState.RUNNING  # nothing could record the death
-    resumed = run_pdenas(*args)
+    resumed = run_pdenas(*args, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     study = load(directory)
     trials = completed(study)
-    assert len(trials) == 4
+    assert len(trials) == 3
     killed = study.trials[victim]
     assert killed.state == TrialState.FAIL and "died" in killed.user_attrs[A.FAILURE]
     retries = [t for t in study.trials if t.user_attrs.get(A.RETRY_OF) == victim]
@@ -170,7 +170,7 @@ def test_kill_9_in_the_middle_of_a_trial_then_resume(tiny_yaml, tmp_path):
 
 
 def test_ctrl_c_marks_the_trial_and_the_next_run_resumes(tiny_yaml, tmp_path):
-    path = tiny_yaml(trials=3, epochs=3)
+    path = tiny_yaml(trials=2, epochs=2)
     directory = tmp_path / "s"
     args = ["search", "--config", str(path), "--study-dir", str(directory)]
     proc = subprocess.Popen(pdenas_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -183,16 +183,16 @@ def test_ctrl_c_marks_the_trial_and_the_next_run_resumes(tiny_yaml, tmp_path):
     study = load(directory)
     assert study.trials[victim].state == TrialState.FAIL
     assert "interrupted" in study.trials[victim].user_attrs[A.FAILURE]
-    assert run_pdenas(*args).returncode == 0
+    assert run_pdenas(*args, timeout=900).returncode == 0
     study = load(directory)
-    assert len(completed(study)) == 3
+    assert len(completed(study)) == 2
     assert any(t.user_attrs.get(A.RETRY_OF) == victim and t.state == TrialState.COMPLETE for t in study.trials)
 
 
 def test_two_workers_share_one_study(tiny_yaml, tmp_path):
     path = tiny_yaml(trials=5)
     directory = tmp_path / "s"
-    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(directory), "--workers", "2", timeout=600)
+    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(directory), "--workers", "2", timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert "locked" not in proc.stderr + proc.stdout
     study = load(directory)
@@ -205,7 +205,7 @@ def test_two_workers_share_one_study(tiny_yaml, tmp_path):
 
 
 def test_a_second_search_on_a_running_study_dir_is_refused(tiny_yaml, tmp_path):
-    path = tiny_yaml(trials=3, epochs=3)
+    path = tiny_yaml(trials=2, epochs=3)
     directory = tmp_path / "s"
     args = ["search", "--config", str(path), "--study-dir", str(directory)]
     proc = subprocess.Popen(pdenas_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

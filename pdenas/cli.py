@@ -236,6 +236,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------------- export
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportError, export_trial, parse_formats
+
+    try:
+        export_trial(Path(args.dir), trial=args.trial, epochs=args.epochs, out=args.out,
+                     formats=parse_formats(args.format), device=args.device, console=console)
+    except ExportError as err:
+        raise CliError(str(err)) from None
+    return 0
+
+
+def _export_epochs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"--epochs must be a whole number >= 0, got {text!r}")
+    return value
+
+
 # ------------------------------------------------------------------------------------------- parser
 
 
@@ -285,6 +309,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the Pareto table of a study")
     p.add_argument("dir")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "export", help="rebuild a trial's candidate, train it, save it (checkpoint, TorchScript, ONNX) and check the files",
+        description="Rebuild the chosen trial's candidate from its stored plan (same data split, base model and seed "
+        "as the search), train it on the search's budget (this repeats the trial's training), then --epochs more "
+        "with a fresh learning-rate schedule, evaluate it on the study's validation split and save it. Every file "
+        "written is loaded back and must give the eager model's outputs within 1e-4 (max abs difference).",
+    )
+    p.add_argument("dir", help="the study directory (pdenas search --study-dir)")
+    p.add_argument("--trial", default="pareto:knee",
+                   help="a trial number, or pareto:best-accuracy, pareto:smallest, pareto:knee (default: the Pareto "
+                   "point nearest the ideal corner once both axes are normalised)")
+    p.add_argument("--epochs", type=_export_epochs, default=0,
+                   help="epochs of further training after the search's budget, with a fresh cosine schedule (default 0)")
+    p.add_argument("--out", help="the checkpoint's path (*.pt; the other files get its stem) or a folder "
+                   "(default DIR/export/trial-N/model.pt)")
+    p.add_argument("--format", action="append", default=[], metavar="FORMAT",
+                   help="pt, torchscript, onnx: repeat or give a comma list; pt (the checkpoint, loadable with "
+                   "pdenas.load_compressed) is always written")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (default auto)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -1,0 +1,503 @@
+"""``pdenas export``: turn one trial of a study into a model to keep.
+
+The search keeps each trial's plan and scores, not its weights, so exporting rebuilds the candidate
+exactly as the search did (the same data split, base model and weights, from the study's stored
+configuration), trains it, evaluates it and saves it:
+
+1. ``compress(base_model, plan)`` with the study's seed;
+2. training on the search's budget (``budget.epochs``, its schedule, seed and distillation): this
+   repeats the trial's own training, so the accuracy is comparable with the one the search recorded
+   (not bit-identical: the search initialises each candidate's Global layers from wherever the random
+   generator stood after the trials before it);
+3. with ``epochs=E > 0``, E more epochs with a fresh optimizer and learning-rate schedule (warm-up and
+   cosine decay again), on the same data (shuffles continue where the budget's stopped);
+4. evaluation on the study's validation split, then, on the CPU, params, MACs and latency (batch 1,
+   median of 20) of the candidate and of the original model;
+5. ``model.pt`` (:func:`pdenas.save_compressed`: plan + state dict + metadata, loadable with
+   :func:`pdenas.load_compressed`), and on request ``model.torchscript.pt`` (``torch.jit.trace``) and
+   ``model.onnx`` (``torch.onnx.export``, opset 17, dynamic batch). Every written file is loaded back
+   and run on a batch of validation images; its outputs must match the eager model's within
+   :data:`TOLERANCE` (max absolute difference of the logits), else :class:`ExportError`.
+
+ONNX: the TorchScript-based exporter (``dynamo=False``) first, as it traces the same graph as
+TorchScript; when it fails, the ``torch.export``-based one (needs ``onnxscript``). The file is run with
+``onnxruntime`` when installed (``pip install pdenas[onnx]``), else with ``onnx``'s pure-Python
+``ReferenceEvaluator`` on 2 images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import math
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_table", "export_trial", "parse_formats"]
+
+FORMATS = ("pt", "torchscript", "onnx")
+TOLERANCE = 1e-4  # max absolute difference of the logits, exported vs eager
+ONNX_OPSET = 17  # the TorchScript-based exporter's; the torch.export-based one writes its own, 18
+ONNX_OPSET_DYNAMO = 18
+CHECK_BATCH = 8  # validation images the exported files are checked on (2 with the ONNX reference evaluator)
+TRACE_BATCH = 2  # traced on another batch size than the check's, so a fixed batch size would show
+
+
+class ExportError(Exception):
+    """A trial could not be exported; the one-line message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_trial` wrote and measured.
+
+    ``accuracy`` is on the study's validation split after all the training (``epochs`` in total);
+    ``retrained_accuracy`` after the search's budget only, ``search_accuracy`` what the trial
+    recorded in the search. ``original`` holds the original model's figures: its accuracy from the
+    study's reference trial, params and MACs from the study, latency measured now like the
+    candidate's (CPU, batch 1, milliseconds). ``max_abs_diff`` maps each written format to the max
+    absolute difference of its outputs from the eager model's (``pt``: the checkpoint reloaded with
+    ``load_compressed``). ``model`` is the trained model itself (eval mode, on the CPU).
+    """
+
+    trial: int
+    plan_text: str
+    plan: dict[str, Any]
+    paths: dict[str, Path]
+    accuracy: float
+    macs: int
+    conv_macs: int
+    params: int
+    latency_ms: float
+    original: dict[str, Any]
+    search_accuracy: float | None
+    retrained_accuracy: float
+    epochs: int  # epochs trained in total: the search's budget + fine_tune_epochs
+    fine_tune_epochs: int
+    max_abs_diff: dict[str, float]
+    tolerance: float = TOLERANCE
+    onnx_exporter: str | None = None  # "torchscript" (dynamo=False) or "dynamo"
+    onnx_runtime: str | None = None  # "onnxruntime X.Y" or "onnx.reference"
+    check_images: dict[str, int] = field(default_factory=dict)  # images each format was checked on
+    study_dir: Path = Path(".")
+    device: str = "cpu"  # where it was trained
+    notes: list[str] = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained model, eval mode, CPU
+
+
+def parse_formats(values: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"onnx"``, ``["torchscript", "onnx"]`` or ``"pt,onnx"`` -> ``("pt", ...)`` in :data:`FORMATS` order."""
+    if values is None:
+        values = ()
+    elif isinstance(values, str):
+        values = (values,)
+    asked: set[str] = set()
+    for value in values:
+        for name in str(value).split(","):
+            name = name.strip().lower()
+            if not name:
+                continue
+            if name == "ts":
+                name = "torchscript"
+            if name not in FORMATS:
+                raise ExportError(f"unknown export format {name!r}: choose from {', '.join(FORMATS)} (repeat --format or give a comma list)")
+            asked.add(name)
+    return tuple(name for name in FORMATS if name == "pt" or name in asked)
+
+
+def export_trial(
+    study_dir: str | Path,
+    *,
+    trial: str | int = "pareto:knee",
+    epochs: int = 0,
+    out: str | Path | None = None,
+    formats: str | Iterable[str] = ("pt",),
+    device: str = "auto",
+    console: Any = None,
+) -> ExportResult:
+    """Rebuild, train, evaluate and save trial ``trial`` of the study in ``study_dir``.
+
+    Args:
+        trial: a trial number, or ``pareto:best-accuracy`` / ``pareto:smallest`` / ``pareto:knee``.
+        epochs: epochs of further training after the search's budget (0: the budget only).
+        out: the checkpoint's path (``*.pt``; the other files get its stem) or a directory
+            (``DIR/model.pt``, ...); default ``STUDY_DIR/export/trial-N/model.pt``.
+        formats: any of ``pt``, ``torchscript``, ``onnx``; ``pt`` is always written.
+        device: where to train (``auto``: CUDA when present); costs and checks run on the CPU.
+        console: a ``rich`` console to report progress and the final table on; None: silent.
+
+    Raises:
+        ExportError: not a study directory, unknown/failed/unfinished/infeasible trial, unknown
+            format, training diverged, an export failed or its outputs differ beyond the tolerance.
+    """
+    from . import __version__
+    from .cost import latency, profile
+    from .report import ReportError, open_study, select_trial
+    from .search import SearchSpace, SearchSpaceError
+    from .search import _attrs as A
+    from .search._context import build_context
+    from .surgery import (
+        CompressionPlan,
+        PlanError,
+        compress,
+        load_compressed,
+        save_compressed,
+    )
+    from .train import TrainingDiverged, resolve_device, train_model
+
+    say = _printer(console)
+    formats = parse_formats(formats)
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        raise ExportError(f"--epochs must be a whole number >= 0, got {epochs!r}")
+    study_dir = Path(study_dir)
+    try:
+        train_device = resolve_device(device)
+    except (ValueError, RuntimeError) as err:
+        raise ExportError(str(err)) from None
+
+    # ---- the trial and the study's settings
+    try:
+        study = open_study(study_dir)
+        chosen = select_trial(study, trial)
+    except ReportError as err:
+        raise ExportError(str(err)) from None
+    plan_dict = chosen.user_attrs.get(A.PLAN)
+    config = study.user_attrs.get(A.CONFIG)
+    if not isinstance(plan_dict, dict):
+        raise ExportError(f"trial {chosen.number} recorded no plan, so it cannot be rebuilt: pick another trial")
+    if not isinstance(config, dict):
+        raise ExportError(f"{study_dir}: the study holds no pdenas configuration ({A.CONFIG!r}): it was not made by pdenas search")
+    try:
+        space = dataclasses.replace(SearchSpace.from_dict(config), device=str(train_device))
+        plan = CompressionPlan.from_dict(plan_dict)
+    except (SearchSpaceError, PlanError) as err:
+        raise ExportError(f"trial {chosen.number} of {study_dir} cannot be rebuilt: {err}") from None
+    plan_text = str(chosen.user_attrs.get(A.PLAN_TEXT) or plan.describe())
+    pt_path, ts_path, onnx_path = _paths(out, study_dir, chosen.number)
+    say(f"exporting trial {chosen.number} of {study_dir}: {plan_text}")
+
+    # ---- the data and the base model exactly as the search built them
+    try:
+        ctx = build_context(space)
+    except (ValueError, OSError) as err:  # SearchSpaceError, DataError, ModelSpecError/WeightsError, missing files
+        raise ExportError(f"cannot rebuild the study's data and model: {_one_line(err)}") from None
+    torch.manual_seed(space.seed)
+    try:
+        candidate = compress(ctx.base_model, plan, ctx.example_input())
+    except Exception as err:  # noqa: BLE001 - a plan that no longer fits the model
+        raise ExportError(f"trial {chosen.number}'s plan does not fit {space.model} any more: {_one_line(err)}") from None
+    notes: list[str] = []
+    cost = profile(candidate, ctx.input_size)
+    recorded = chosen.user_attrs.get(A.MACS)
+    if recorded is not None and int(recorded) != cost.macs:
+        notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {int(recorded):,} (another pdenas version?)")
+
+    # ---- training: the search's budget, then optionally more
+    budget = space.budget
+    data: Any = ctx.data
+    train_budget: Any = budget  # a frozen dataclass: the train loop's protocol reads it only
+    teacher = ctx.base_model if budget.distillation > 0 else None
+    try:
+        say(f"training on the search's budget: {_epochs(budget.epochs)} on {data.name} ({train_device})")
+        first = train_model(candidate, data, train_budget, seed=space.seed, device=train_device, teacher=teacher,
+                            on_epoch=_epoch_printer(say))
+        final = first
+        if epochs > 0:
+            say(f"training {_epochs(epochs)} more (fresh optimizer and learning-rate schedule)")
+            final = train_model(candidate, data, train_budget, seed=space.seed + budget.epochs, device=train_device,
+                                teacher=teacher, on_epoch=_epoch_printer(say), epochs=epochs)
+    except (TrainingDiverged, FloatingPointError) as err:
+        raise ExportError(f"training trial {chosen.number}'s candidate diverged: {_one_line(err)}") from None
+
+    # ---- figures, on the CPU, for the candidate and the original alike
+    model = candidate.to("cpu").eval()
+    base = ctx.base_model.to("cpu").eval()
+    latency_ms = latency(model, ctx.input_size, repeats=20) * 1000
+    original_latency_ms = latency(base, ctx.input_size, repeats=20) * 1000
+    stored = study.user_attrs.get(A.ORIGINAL) or {}
+    reference = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(A.REFERENCE)), None)
+    original = {
+        "accuracy": reference.user_attrs.get(A.ACCURACY) if reference is not None else None,
+        "macs": int(stored.get("macs", ctx.original.macs)),
+        "conv_macs": int(stored.get("conv_macs", ctx.original.conv_macs)),
+        "params": int(stored.get("params", ctx.original.params)),
+        "latency_ms": original_latency_ms,
+        "search_latency_ms": stored.get("latency_ms"),
+        "trial": reference.number if reference is not None else None,
+        "epochs": budget.epochs,
+    }
+
+    # ---- the files
+    total_epochs = budget.epochs + epochs
+    metadata = {
+        "trial": chosen.number,
+        "plan_text": plan_text,
+        "accuracy": final.accuracy,
+        "retrained_accuracy": first.accuracy,
+        "search_accuracy": chosen.user_attrs.get(A.ACCURACY),
+        "macs": cost.macs,
+        "conv_macs": cost.conv_macs,
+        "params": cost.params,
+        "latency_ms": latency_ms,
+        "epochs": total_epochs,
+        "budget_epochs": budget.epochs,
+        "fine_tune_epochs": epochs,
+        "dataset": space.dataset,
+        "seed": space.seed,
+        "study_dir": str(study_dir.resolve()),
+        "study_name": study.study_name,
+        "original": {k: original[k] for k in ("accuracy", "macs", "conv_macs", "params")},
+        "pdenas_version": __version__,
+        "torch_version": str(torch.__version__),
+    }
+    save_compressed(pt_path, model, plan=plan, model_spec=space.model, input_size=ctx.input_size,
+                    num_classes=ctx.num_classes, metadata=metadata)
+    paths = {"pt": pt_path}
+    images = _validation_images(ctx.data, CHECK_BATCH)  # (N, C, H, W)
+    with torch.no_grad():
+        expected = model(images)
+    diffs: dict[str, float] = {}
+    checked: dict[str, int] = {}
+
+    loaded = load_compressed(pt_path)
+    with torch.no_grad():
+        diffs["pt"] = _max_diff(loaded(images), expected)
+    checked["pt"] = len(images)
+
+    trace_input = images[:TRACE_BATCH] if len(images) > TRACE_BATCH else images
+    if "torchscript" in formats:
+        say("tracing TorchScript")
+        _export_torchscript(model, trace_input, ts_path)
+        paths["torchscript"] = ts_path
+        with _quiet(), torch.no_grad():
+            scripted = torch.jit.load(str(ts_path), map_location="cpu")
+            diffs["torchscript"] = _max_diff(scripted(images), expected)
+        checked["torchscript"] = len(images)
+
+    onnx_exporter = onnx_runtime = None
+    if "onnx" in formats:
+        say("exporting ONNX")
+        onnx_exporter = _export_onnx(model, trace_input, onnx_path, say)
+        paths["onnx"] = onnx_path
+        run, onnx_runtime, limit = _onnx_runner(onnx_path)
+        sample = images[:limit]
+        with torch.no_grad():
+            diffs["onnx"] = _max_diff(torch.from_numpy(run(sample.numpy())), model(sample))
+        checked["onnx"] = len(sample)
+
+    result = ExportResult(
+        trial=chosen.number, plan_text=plan_text, plan=plan.to_dict(), paths=paths, accuracy=final.accuracy,
+        macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, latency_ms=latency_ms, original=original,
+        search_accuracy=chosen.user_attrs.get(A.ACCURACY), retrained_accuracy=first.accuracy, epochs=total_epochs,
+        fine_tune_epochs=epochs, max_abs_diff=diffs, onnx_exporter=onnx_exporter, onnx_runtime=onnx_runtime,
+        check_images=checked, study_dir=study_dir, device=str(train_device), notes=notes, model=model,
+    )
+    if console is not None:
+        console.print(export_table(result))
+        for line in _legend(result) + _check_lines(result) + [f"note: {n}" for n in notes]:
+            console.print(line, highlight=False)
+        for name, path in paths.items():
+            console.print(f"{name}: {path}", highlight=False)
+    bad = {name: diff for name, diff in diffs.items() if not diff <= TOLERANCE}
+    if bad:
+        shown = ", ".join(f"{name} {diff:.3g}" for name, diff in bad.items())
+        raise ExportError(
+            f"the exported model's outputs differ from the eager model's beyond the tolerance {TOLERANCE:g} "
+            f"(max abs difference: {shown}): the files are in {pt_path.parent} but do not trust them; please report this"
+        )
+    return result
+
+
+def export_table(result: ExportResult) -> Any:
+    """A rich table: the original model next to the exported one, with ratios."""
+    from rich import box
+    from rich.table import Table
+
+    from .report import _format as fmt
+
+    orig = result.original
+    o_acc = orig.get("accuracy")
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return fmt.ratio(a / b) if a and b else "-"
+
+    table = Table(title=f"trial {result.trial}: original vs exported", box=box.SIMPLE_HEAD, title_justify="left",
+                  header_style="bold")
+    table.add_column("")
+    for name in ("original", "exported", "ratio"):
+        table.add_column(name, justify="right", no_wrap=True)
+    delta = fmt.points(result.accuracy - o_acc) if o_acc is not None else "-"
+    table.add_row("accuracy", fmt.percent(o_acc), fmt.percent(result.accuracy), delta)
+    table.add_row("MACs", fmt.count(orig["macs"]), fmt.count(result.macs), ratio(orig["macs"], result.macs))
+    table.add_row("conv MACs", fmt.count(orig["conv_macs"]), fmt.count(result.conv_macs), ratio(orig["conv_macs"], result.conv_macs))
+    table.add_row("params", f"{orig['params']:,}", f"{result.params:,}", ratio(orig["params"], result.params))
+    table.add_row("latency", fmt.milliseconds(orig.get("latency_ms")), fmt.milliseconds(result.latency_ms),
+                  ratio(orig.get("latency_ms"), result.latency_ms))
+    if result.search_accuracy is not None:
+        table.add_row("accuracy in the search", "", fmt.percent(result.search_accuracy), "")
+    return table
+
+
+def _legend(result: ExportResult) -> list[str]:
+    orig = result.original
+    extra = f" + {result.fine_tune_epochs} more" if result.fine_tune_epochs else ""
+    return [
+        (
+            f"accuracy: on the study's validation split; the original's from the search (trial {orig.get('trial')}, "
+            f"{_epochs(orig.get('epochs'))}), the exported model's after {_epochs(orig.get('epochs'))}{extra}"
+        ),
+        (
+            "MACs: honest (the Global layers' arithmetic counted); conv MACs: as fvcore and the paper count them; "
+            "latency: CPU, batch 1, median of 20, both measured now; ratio: original / exported"
+        ),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+_EXPORTERS = {"torchscript": "TorchScript-based (dynamo=False)", "dynamo": "torch.export-based (dynamo=True)"}
+
+
+def _check_lines(result: ExportResult) -> list[str]:
+    what = {
+        "pt": "checkpoint reloaded with pdenas.load_compressed",
+        "torchscript": "torch.jit.trace, reloaded with torch.jit.load",
+        "onnx": f"opset {ONNX_OPSET if result.onnx_exporter == 'torchscript' else ONNX_OPSET_DYNAMO}, {_EXPORTERS.get(result.onnx_exporter or '', result.onnx_exporter)} exporter, "
+        f"run with {result.onnx_runtime}",
+    }
+    lines = []
+    for name, diff in result.max_abs_diff.items():
+        verdict = f"<= {result.tolerance:g} ok" if diff <= result.tolerance else f"> {result.tolerance:g} FAILED"
+        lines.append(
+            f"check {name} ({what[name]}): max abs output difference from the eager model {diff:.3g} on "
+            f"{result.check_images.get(name)} validation images, {verdict}"
+        )
+    return lines
+
+
+def _paths(out: str | Path | None, study_dir: Path, number: int) -> tuple[Path, Path, Path]:
+    if out is None:
+        pt = study_dir / "export" / f"trial-{number}" / "model.pt"
+    else:
+        out = Path(out)
+        pt = out if out.suffix in (".pt", ".pth") and not out.is_dir() else out / "model.pt"
+    return pt, pt.with_name(pt.stem + ".torchscript.pt"), pt.with_name(pt.stem + ".onnx")
+
+
+def _validation_images(data: Any, count: int) -> Tensor:
+    """The first ``count`` validation images, normalised as the model sees them, on the CPU."""
+    for x, _ in data.val_batches(count, device="cpu"):
+        return x[:count].float().contiguous()
+    raise ExportError("the study's validation split is empty: nothing to check the exported model on")
+
+
+def _max_diff(a: Tensor, b: Tensor) -> float:
+    if a.shape != b.shape:
+        return math.inf
+    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the exporters' deprecation and tracer warnings and their progress prints."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _export_torchscript(model: nn.Module, example: Tensor, path: Path) -> None:
+    try:
+        with _quiet(), torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+            _atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"TorchScript export failed: {type(err).__name__}: {_one_line(err)}") from None
+
+
+def _export_onnx(model: nn.Module, example: Tensor, path: Path, say: Callable[[str], None]) -> str:
+    """Write ``path``; the exporter used: "torchscript" (dynamo=False), else "dynamo"."""
+    errors: list[str] = []
+    for name in ("torchscript", "dynamo"):
+        write = functools.partial(_onnx_export, model, example, dynamo=name == "dynamo")
+        try:
+            with _quiet():
+                _atomic_write(path, write)
+            if errors:
+                say(f"the TorchScript-based ONNX exporter failed ({errors[0]}); used the torch.export-based one (dynamo=True)")
+            return name
+        except Exception as err:  # noqa: BLE001 - try the other exporter
+            errors.append(f"{name}: {type(err).__name__}: {_one_line(err)}")
+    raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
+                      "(pip install 'pdenas[onnx]')?")
+
+
+def _onnx_export(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool) -> None:
+    names: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"]}
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},), verbose=False,
+                          opset_version=ONNX_OPSET_DYNAMO, external_data=False, **names)
+    else:
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)
+
+
+def _onnx_runner(path: Path) -> tuple[Callable[[Any], Any], str, int]:
+    """(run(numpy input) -> numpy logits, the runtime's name, how many images to check on)."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        ort = None
+    if ort is not None:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return (lambda x: session.run(None, {"input": x})[0]), f"onnxruntime {ort.__version__}", CHECK_BATCH
+    try:
+        from onnx.reference import ReferenceEvaluator
+    except ImportError:
+        raise ExportError(f"{path} was written but cannot be checked: install onnxruntime or onnx "
+                          "(pip install 'pdenas[onnx]')") from None
+    evaluator = ReferenceEvaluator(str(path))
+
+    def run(x: Any) -> Any:
+        outputs: Any = evaluator.run(None, {"input": x})
+        return outputs[0]
+
+    return run, "onnx.reference.ReferenceEvaluator", 2
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmpdir:
+        tmp = Path(tmpdir) / path.name
+        write(tmp)
+        shutil.move(str(tmp), path)
+
+
+def _printer(console: Any) -> Callable[[str], None]:
+    if console is None:
+        return lambda text: None
+    return lambda text: console.print(text, highlight=False)
+
+
+def _epoch_printer(say: Callable[[str], None]) -> Callable[[int, int, float], None]:
+    return lambda epoch, epochs, loss: say(f"  epoch {epoch}/{epochs}: loss {loss:.4f}")
+
+
+def _epochs(n: Any) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:300]

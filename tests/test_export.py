@@ -1,0 +1,223 @@
+"""``pdenas export``: a real tiny study (the real search: resnet_tiny on 240 digit images, 1 epoch, 3
+trials), then its trials rebuilt, trained, saved and checked in every format."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState, create_trial
+
+import pdenas
+import pdenas.export as export_module
+from pdenas.cli import main
+from pdenas.export import TOLERANCE, ExportError, export_trial, parse_formats
+from pdenas.report import open_study, select_trial
+from pdenas.search import SearchSpace, StudyLocation, search
+from pdenas.search import _attrs as A
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
+
+TINY = """\
+model: resnet_tiny
+dataset: digits
+trials: 3
+seed: 0
+device: cpu
+space:
+  stages: all
+  global_layer: [true, false]
+  keep: {low: 1, high: 2}
+  iterations: {low: 1, high: 2}
+  dt: {low: 0.1, high: 0.3, log: true}
+budget:
+  epochs: 1
+  batch_size: 32
+  lr: 0.05
+  subset: 240
+  val_fraction: 0.2
+sampler:
+  name: random
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("export")
+    config = root / "tiny.yaml"
+    config.write_text(TINY)
+    directory = root / "study"
+    result = search(SearchSpace.from_yaml(config), location=StudyLocation(directory))
+    torch.set_num_threads(before)
+    assert result.completed == 3 and result.failed == 0
+    return directory
+
+
+def _candidate(directory: Path) -> optuna.trial.FrozenTrial:
+    """A completed compressed candidate (not the original model's trial)."""
+    study = open_study(directory)
+    return next(t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs.get(A.REFERENCE))
+
+
+def _inputs(model: torch.nn.Module, count: int) -> torch.Tensor:
+    """A batch for a model loaded with load_compressed (digits: 1 channel)."""
+    return torch.randn(count, *model.pdenas_spec["input_size"])
+
+
+def test_export_by_number_writes_a_checkpoint_that_load_compressed_rebuilds(study_dir, tmp_path):
+    trial = _candidate(study_dir)
+    result = export_trial(study_dir, trial=trial.number, out=tmp_path / "by-number", formats="torchscript")
+
+    assert result.trial == trial.number
+    assert set(result.paths) == {"pt", "torchscript"}
+    pt = result.paths["pt"]
+    assert pt == tmp_path / "by-number" / "model.pt" and pt.is_file()
+    # the rebuilt candidate is the trial's: same plan, same cost
+    assert result.plan == trial.user_attrs[A.PLAN]
+    assert result.macs == trial.user_attrs[A.MACS] and result.params == trial.user_attrs[A.PARAMS]
+    assert result.original["macs"] == open_study(study_dir).user_attrs[A.ORIGINAL]["macs"]
+    assert 0.0 <= result.accuracy <= 1.0 and result.latency_ms > 0 and result.original["latency_ms"] > 0
+
+    loaded = pdenas.load_compressed(pt)
+    meta = loaded.pdenas_metadata
+    assert meta["trial"] == trial.number and meta["epochs"] == 1 and meta["fine_tune_epochs"] == 0
+    assert meta["accuracy"] == result.accuracy and meta["macs"] == result.macs
+    assert loaded.pdenas_plan.to_dict() == trial.user_attrs[A.PLAN]
+    x = _inputs(loaded, 5)  # the export traced on 2 images and checked on 8
+    with torch.no_grad():
+        expected = result.model(x)
+        assert torch.equal(loaded(x), expected)
+    assert result.max_abs_diff["pt"] == 0.0
+
+    # TorchScript: the reported check, and our own on another batch size than the trace's
+    assert result.max_abs_diff["torchscript"] <= TOLERANCE
+    scripted = torch.jit.load(str(result.paths["torchscript"]))
+    with torch.no_grad():
+        diff = float((scripted(x) - expected).abs().max())
+    assert diff <= TOLERANCE
+
+
+def test_export_more_epochs_trains_further_and_records_it(study_dir, tmp_path):
+    trial = _candidate(study_dir)
+    result = export_trial(study_dir, trial=str(trial.number), epochs=1, out=tmp_path / "tuned.pt")
+    assert result.paths == {"pt": tmp_path / "tuned.pt"}
+    assert result.epochs == 2 and result.fine_tune_epochs == 1
+    meta = pdenas.load_compressed(tmp_path / "tuned.pt").pdenas_metadata
+    assert meta["epochs"] == 2 and meta["budget_epochs"] == 1 and meta["fine_tune_epochs"] == 1
+    assert meta["retrained_accuracy"] == result.retrained_accuracy
+
+
+def test_cli_export_knee_to_onnx(study_dir, capsys):
+    knee = select_trial(open_study(study_dir), "pareto:knee").number
+    assert main(["export", str(study_dir), "--trial", "pareto:knee", "--format", "onnx"]) == 0
+    out = capsys.readouterr().out
+    assert f"trial {knee}: original vs exported" in out
+    for row in ("accuracy", "MACs", "params", "latency"):
+        assert row in out
+    assert "check onnx" in out and "ok" in out
+
+    folder = study_dir / "export" / f"trial-{knee}"
+    model = pdenas.load_compressed(folder / "model.pt")
+    assert model.pdenas_metadata["trial"] == knee
+    x = _inputs(model, 3)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    try:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"input": x.numpy()})[0]
+    except ImportError:
+        from onnx.reference import ReferenceEvaluator
+
+        got = ReferenceEvaluator(str(folder / "model.onnx")).run(None, {"input": x.numpy()})[0]
+    assert abs(got - expected).max() <= TOLERANCE
+
+
+def test_onnx_checked_with_the_reference_evaluator_without_onnxruntime(study_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    result = export_trial(study_dir, trial=_candidate(study_dir).number, out=tmp_path, formats=["onnx"])
+    assert result.onnx_runtime == "onnx.reference.ReferenceEvaluator" and result.check_images["onnx"] == 2
+    assert result.onnx_exporter == "torchscript"
+    assert result.max_abs_diff["onnx"] <= TOLERANCE and (tmp_path / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_onnx_falls_back_to_the_dynamo_exporter(study_dir, tmp_path, monkeypatch):
+    real = export_module._onnx_export
+
+    def legacy_fails(model, example, path, *, dynamo):
+        if not dynamo:
+            raise RuntimeError("unsupported operator")
+        return real(model, example, path, dynamo=dynamo)
+
+    monkeypatch.setattr(export_module, "_onnx_export", legacy_fails)
+    result = export_trial(study_dir, trial=_candidate(study_dir).number, out=tmp_path, formats=["onnx"])
+    assert result.onnx_exporter == "dynamo" and result.max_abs_diff["onnx"] <= TOLERANCE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.pt"]  # weights inside the .onnx
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def test_unknown_trial_number(study_dir, capsys):
+    with pytest.raises(ExportError, match="trial 99 does not exist"):
+        export_trial(study_dir, trial=99)
+    assert main(["export", str(study_dir), "--trial", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pdenas: error: trial 99 does not exist") and "Traceback" not in err
+
+
+def test_failed_and_infeasible_trials_are_refused(study_dir, tmp_path):
+    copy = tmp_path / "study"
+    shutil.copytree(study_dir, copy, ignore=shutil.ignore_patterns("export", ".lock"))
+    study = open_study(copy)
+    failed = study.ask()
+    failed.set_user_attr(A.FAILURE, "training loss became nan in epoch 1")
+    study.tell(failed, state=TrialState.FAIL)
+    plan = _candidate(copy).user_attrs[A.PLAN]
+    study.add_trial(create_trial(values=[0.0, 1e6], user_attrs={A.PLAN: plan, A.FEASIBLE: False, A.MACS: 10**6}))
+    infeasible = study.trials[-1].number
+
+    with pytest.raises(ExportError, match=rf"trial {failed.number} failed \(training loss became nan in epoch 1\)"):
+        export_trial(copy, trial=failed.number)
+    with pytest.raises(ExportError, match=f"trial {infeasible} is infeasible"):
+        export_trial(copy, trial=infeasible)
+
+
+def test_not_a_study_directory(tmp_path, capsys):
+    with pytest.raises(ExportError, match="is not a pdenas study directory"):
+        export_trial(tmp_path)
+    assert main(["export", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a pdenas study directory" in err and len(err.splitlines()) <= 2
+
+
+def test_formats():
+    assert parse_formats(None) == ("pt",)
+    assert parse_formats("onnx") == ("pt", "onnx")
+    assert parse_formats(["onnx,torchscript", "pt"]) == ("pt", "torchscript", "onnx")
+    with pytest.raises(ExportError, match="unknown export format 'tflite'"):
+        parse_formats(["pt,tflite"])
+
+
+def test_cli_unknown_format_and_bad_epochs(study_dir, capsys):
+    assert main(["export", str(study_dir), "--format", "pt,tflite"]) == 2
+    assert "unknown export format 'tflite'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", str(study_dir), "--epochs", "-1"])
+    assert "--epochs must be a whole number >= 0" in capsys.readouterr().err

@@ -219,7 +219,7 @@ def _unknown_stage_message(name: str, by_name: Mapping[str, Stage]) -> str:
 
 
 def _describe_global(config: GlobalLayerConfig) -> str:
-    text = f"Global K={config.iterations} dt={config.dt:g}"
+    text = f"Global K={config.iterations} dt={config.dt:.3g}"
     defaults = GlobalLayerConfig()
     extras = [
         f"{name}={getattr(config, name)}"

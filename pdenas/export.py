@@ -343,6 +343,8 @@ def export_table(result: ExportResult) -> Any:
     table.add_row("params", f"{orig['params']:,}", f"{result.params:,}", ratio(orig["params"], result.params))
     table.add_row("latency", fmt.milliseconds(orig.get("latency_ms")), fmt.milliseconds(result.latency_ms),
                   ratio(orig.get("latency_ms"), result.latency_ms))
+    if result.fine_tune_epochs:
+        table.add_row("accuracy before the extra epochs", "", fmt.percent(result.retrained_accuracy), "")
     if result.search_accuracy is not None:
         table.add_row("accuracy in the search", "", fmt.percent(result.search_accuracy), "")
     return table

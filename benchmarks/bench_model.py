@@ -6,12 +6,13 @@ Three models run interleaved in one process at batch 128, 3x32x32:
 * ``resnet32``: the baseline ResNet (no Global layer; pdenas does not change it);
 * ``resnet32_global (reference)``: the same Global model with the literal Global layer of the
   paper's code (what the issue measured: about 1.05x);
-* ``resnet32_global``: the default fast path (``--compile``: with ``pdenas.nn.set_compile(True)``).
+* ``resnet32_global``: the default fast path (``--compile``: with ``pdenas.nn.set_compile(True)``);
+* ``resnet32_global without Global layers``: the ceiling, what the rest of the model costs.
 
 Inference is an eval-mode forward under ``torch.inference_mode``; training is one SGD step
 (forward, cross-entropy, backward, update). Peak training memory of ``resnet32_global`` at K = 1
-and K = 5 is the growth of the peak resident set size (``ru_maxrss``) over a few training steps,
-each in a fresh subprocess.
+and K = 5 is the growth of the peak resident set size over a few training steps,
+each in a fresh subprocess (``VmHWM`` after ``clear_refs``, over ``VmRSS`` before).
 
     python benchmarks/bench_model.py [--threads 2] [--reps 9] [--compile] [--no-memory]
 """
@@ -48,6 +49,16 @@ class _ReferenceGlobal(nn.Module):
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         return reference_forward(self.layer, f)
+
+
+def without_global_layers(model: nn.Module) -> nn.Module:
+    """``model`` with every GlobalLayer replaced by the identity (the speed-up's ceiling)."""
+    for name, child in model.named_children():
+        if isinstance(child, GlobalLayer):
+            setattr(model, name, nn.Identity())
+        else:
+            without_global_layers(child)
+    return model
 
 
 def with_reference_layers(model: nn.Module) -> nn.Module:
@@ -90,6 +101,7 @@ def bench_model(*, reps: int, compile: bool, iterations: int = 1) -> dict[str, d
         "resnet32": create_model("resnet32"),
         "resnet32_global (reference)": with_reference_layers(create_model("resnet32_global", iterations=iterations)),
         "resnet32_global": create_model("resnet32_global", iterations=iterations),
+        "resnet32_global without Global layers": without_global_layers(create_model("resnet32_global")),
     }
     results: dict[str, dict[str, float]] = {}
     for mode, make in (("inference", lambda m: _inference(m, x)), ("training", lambda m: _training(m, x, y))):
@@ -99,17 +111,21 @@ def bench_model(*, reps: int, compile: bool, iterations: int = 1) -> dict[str, d
             fns["resnet32_global"]()
             print(f"  compiling resnet32_global for {mode}: {time.perf_counter() - start:.0f} s", flush=True)
         t = interleaved_medians(fns, reps=reps)
-        results[mode] = {name: BATCH / seconds for name, seconds in t.items()}
-        base = results[mode]["resnet32"]
+        results[mode] = {name: BATCH / timing.wall for name, timing in t.items()}
+        results[f"{mode} cpu"] = {name: BATCH / timing.cpu for name, timing in t.items()}
+        base, base_cpu = results[mode]["resnet32"], results[f"{mode} cpu"]["resnet32"]
         print(
-            f"{mode}: " + ", ".join(f"{name} {ips:.0f} img/s (x{ips / base:.2f})" for name, ips in results[mode].items()),
+            f"{mode}: " + ", ".join(
+                f"{name} {ips:.0f} img/s (x{ips / base:.2f}; CPU time x{results[f'{mode} cpu'][name] / base_cpu:.2f})"
+                for name, ips in results[mode].items()
+            ),
             flush=True,
         )
     return results
 
 
 def peak_training_memory(iterations: int, *, compile: bool, threads: int | None, reference: bool = False) -> float:
-    """MiB by which the peak RSS grows over 3 training steps of resnet32_global, in a fresh process."""
+    """MiB by which the peak RSS of 3 training steps of resnet32_global exceeds the RSS before them (fresh process)."""
     cmd = [sys.executable, __file__, "--memory-child", str(iterations)]
     if compile:
         cmd.append("--compile")
@@ -129,35 +145,82 @@ def _memory_child(iterations: int, *, reference: bool) -> None:
     x = torch.randn(BATCH, 3, 32, 32)
     y = torch.randint(0, 10, (BATCH,))
     step = _training(model, x, y)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _status_kib("VmRSS")
+    _reset_peak_rss()
     for _ in range(3):
         step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) / 1024)  # ru_maxrss is in KiB on Linux
+    print((_status_kib("VmHWM") - before) / 1024)
+
+
+def _status_kib(field: str) -> int:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak resident) of this process, in KiB.
+
+    Not ``ru_maxrss``: it survives fork and exec, so a child would report its parent's size.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _reset_peak_rss() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
+
+
+def profile_model(*, rows: int = 18) -> None:
+    """The top operators by self CPU time in 3 inference and 3 training steps of resnet32_global."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, 3, 32, 32)
+    y = torch.randint(0, 10, (BATCH,))
+    model = create_model("resnet32_global")
+    for mode, step in (("inference", _inference(model, x)), ("training", _training(model, x, y))):
+        step()
+        step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step()
+        print(f"\nprofile of resnet32_global, {mode} (3 steps):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=45))
 
 
 def markdown(results: dict[str, dict[str, float]]) -> str:
-    lines = ["| model | inference img/s | vs resnet32 | training img/s | vs resnet32 |", "|---|---|---|---|---|"]
+    lines = [
+        "| model | inference img/s | vs resnet32 (CPU time) | training img/s | vs resnet32 (CPU time) |",
+        "|---|---|---|---|---|",
+    ]
     for name in results["inference"]:
-        inf, tr = results["inference"][name], results["training"][name]
-        lines.append(
-            f"| {name} | {inf:.0f} | **{inf / results['inference']['resnet32']:.2f}x** | {tr:.0f} | "
-            f"**{tr / results['training']['resnet32']:.2f}x** |"
-        )
+        cells = []
+        for mode in ("inference", "training"):
+            ips, cpu = results[mode][name], results[f"{mode} cpu"][name]
+            ratio, cpu_ratio = ips / results[mode]["resnet32"], cpu / results[f"{mode} cpu"]["resnet32"]
+            cells.append(f"{ips:.0f} | **{ratio:.2f}x** ({cpu_ratio:.2f}x)")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
-    parser.add_argument("--reps", type=int, default=9, help="interleaved repetitions per model")
+    parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions per model")
     parser.add_argument("--compile", action="store_true", help="compile the Global layers (pdenas.nn.set_compile(True))")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of resnet32_global and exit")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.profile:
+        set_compile(args.compile)
+        profile_model()
+        return {}
     if args.memory_child is not None:
         set_compile(args.compile)
         _memory_child(args.memory_child, reference=args.reference)

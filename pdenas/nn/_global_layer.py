@@ -20,8 +20,9 @@ Execution (same numbers on every path, to float32 rounding):
   solver is the fused one with the adjoint backward (:mod:`pdenas.nn._fast_pde`);
 * compiled (``pdenas.nn.set_compile``, :mod:`pdenas.nn._compile`): the same forward under
   ``torch.compile``;
-* traced (``torch.jit``, used by :mod:`pdenas.cost`): the modules and plain tensor operations
-  exactly as written in the paper's code, so every elementwise MAC of the solver is counted.
+* traced (``torch.jit``, used by :mod:`pdenas.cost` and TorchScript/ONNX export, or
+  ``torch.export``): the modules and plain tensor operations exactly as written in the paper's code,
+  so every elementwise MAC of the solver is counted and exporters see standard ops.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class GlobalLayer(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, f: Tensor) -> Tensor:  # f: (B, C, H, W)
-        if torch.jit.is_tracing():
+        if PF.is_tracing():
             return self._forward_traced(f)
         check = self.training
         if not self.training and compile_enabled(f.device):

@@ -17,7 +17,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-__all__ = ["segments", "fma_rolled_", "mul_rolled", "diff_rolled"]
+__all__ = ["segments", "fma_rolled_", "mul_rolled", "diff_rolled", "pair_rolled"]
 
 Field = Union[Tensor, float]
 
@@ -74,4 +74,12 @@ def diff_rolled(x: Tensor, shift: int, dim: int, *, scale: float = 1.0, out: Ten
             torch.sub(plus, minus, out=dst)
             if scale != 1.0:
                 dst.mul_(scale)
+    return out
+
+
+def pair_rolled(x: Tensor, shift: int, dim: int, *, sign: float, out: Tensor) -> Tensor:
+    """``roll(x, shift, dim) + sign * roll(x, -shift, dim)`` written into ``out`` (sign is +1 or -1)."""
+    op = torch.add if sign > 0 else torch.sub
+    for start, length, (src_p, src_m) in segments(x.shape[dim], (shift, -shift)):
+        op(x.narrow(dim, src_p, length), x.narrow(dim, src_m, length), out=out.narrow(dim, start, length))
     return out

@@ -184,9 +184,17 @@ def _central_difference(x: Field, shift: int, *, dim: int, spacing: int) -> Fiel
     return (torch.roll(x, shift, dims=dim) - torch.roll(x, -shift, dims=dim)) / (2 * spacing)
 
 
+def is_tracing() -> bool:
+    """Whether ``torch.jit`` traces or ``torch.export`` exports: the graph must show plain tensor ops."""
+    if torch.jit.is_tracing():
+        return True
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(exporting is not None and exporting())
+
+
 def _fast_path_applies(f: Tensor, h: Tensor, h_prev: Tensor | None, fields: tuple[Field, ...]) -> bool:
     """The fused path needs eager execution and fields that are floats or tensors shaped like f."""
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if is_tracing() or torch.compiler.is_compiling():
         return False
     if not f.is_floating_point():
         return False

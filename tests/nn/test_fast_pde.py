@@ -79,6 +79,22 @@ def test_fast_path_variants(constant, h_prev, alias, forcing, iterations):
     _compare(global_pde_fast, values, iterations=iterations, dt=0.2, forcing=forcing)
 
 
+@pytest.mark.parametrize("shape,iterations,dx,dy", CASES[::2])
+@pytest.mark.parametrize("constant,h_prev", [((), False), (("Dx", "Dy"), False), ((), True), (("u", "v"), False)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_inference_path_matches_reference(shape, iterations, dx, dy, constant, h_prev, layout):
+    """Without autograd (eval): K = 1 streams the step without fields, K > 1 reuses two buffers."""
+    values = [
+        t.contiguous(memory_format=layout) if isinstance(t, torch.Tensor) else t
+        for t in _inputs(shape, constant=constant, h_prev=h_prev, seed=iterations)
+    ]
+    kw = dict(iterations=iterations, dt=0.15, dx=dx, dy=dy, h_prev=values[6])
+    with torch.no_grad():
+        out = global_pde_fast(*values[:6], **kw)
+        ref = global_pde_reference(*values[:6], **kw)
+    assert (out - ref).abs().max().item() <= TOL
+
+
 def test_default_global_pde_takes_the_fast_path():
     values = _leaves(_inputs((1, 2, 5, 5)))
     out = global_pde(*values[:6], iterations=2, dt=0.2)

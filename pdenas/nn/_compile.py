@@ -1,20 +1,25 @@
 """Optional ``torch.compile`` of the Global layer (Kag & Saligrama, CVPR 2022, Sec. 3.2).
 
-Compiling the whole layer (coefficient convolutions, BatchNorms, the K steps of Eq. 8 and the
-output BatchNorm) lets the compiler fuse the elementwise passes of the scheme into a few loops.
-It costs a compilation per layer shape, per train/eval mode and per process (tens of seconds on a
-CPU the first time, a few seconds from the on-disk cache), which a search that trains many short
-candidates pays again and again; so it is a process-wide switch rather than a layer setting
-(:class:`~pdenas.nn.GlobalLayerConfig` is stored in plans and must not depend on the machine):
+In eval mode the whole layer (coefficient convolutions with folded BNs, the K steps of Eq. 8, the
+output BN and ReLU) is compiled, so the compiler fuses the scheme's elementwise passes into a few
+loops; in training the solver's forward and adjoint backward are compiled as two pure functions
+(:mod:`pdenas.nn._compiled_pde`) between the eager convolutions and BatchNorms (compiling the whole
+training graph was slower on CPU: inductor's BN/ReLU backward loops). It costs a compilation per
+layer shape, per train/eval mode and per process (tens of seconds on a CPU the first time, a few
+seconds from the on-disk cache), which a search that trains many short candidates pays again and
+again; so it is a process-wide switch rather than a layer setting (:class:`~pdenas.nn.GlobalLayerConfig`
+is stored in plans and must not depend on the machine):
 
 * ``pdenas.nn.set_compile(True | False | "auto")``, or
 * the environment variable ``PDENAS_COMPILE`` = ``1`` / ``0`` / ``auto``, read at import.
 
-The default is off: on the 2-core CPU of ``benchmarks/RESULTS.md`` compiling ``resnet32_global``
-takes about a minute per process (3 layer shapes, train and eval) and buys about 1.5x on inference
-and 1.3x on training over the eager fused path, which pays for long trainings and deployment but
-not for a search that trains many short candidates of new shapes. ``"auto"`` compiles on CUDA
-devices only (not measured here: no GPU on the benchmark machine).
+The default is off. On the 2-core CPU of ``benchmarks/RESULTS.md`` compiling ``resnet32_global``
+takes about 35 s for inference and 30 s for training in a fresh process with an empty inductor
+cache (3 to 12 s with a warm one), and lifts its speed-up over ``resnet32`` from 1.7x to 2.4-2.7x
+(inference) and from 1.6x to 2.1-2.2x (training): it pays for a long training or a deployment, not
+for a search that trains many short candidates of new shapes. ``"auto"`` compiles on CUDA devices
+only (not measured here: there is no GPU on the benchmark machine).
+
 Any failure to compile (no compiler, unsupported platform, a compiler bug) falls back to the
 eager fused path with a single warning, and compilation is not tried again in the process.
 """

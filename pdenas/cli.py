@@ -134,7 +134,7 @@ def _search_space(args: argparse.Namespace) -> Any:
 
 
 def _location(args: argparse.Namespace, config: Path) -> Any:
-    from .search import StudyLocation
+    from .search import StorageOptions, StudyLocation
 
     name = args.study_name or "pdenas"
     if args.study_dir:
@@ -143,7 +143,15 @@ def _location(args: argparse.Namespace, config: Path) -> Any:
         directory = Path("runs") / name
     else:
         directory = Path("runs") / config.stem
-    return StudyLocation(directory=directory, storage_url=args.storage, study_name=name)
+    given = {key: getattr(args, key) for key in ("heartbeat", "grace_period", "max_retry", "reconnect")
+             if getattr(args, key) is not None}
+    if given and not args.storage:
+        flags = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise CliError(f"{flags} apply to a shared study (--storage URL) only: a study directory needs no heartbeats, "
+                       "the next pdenas search recovers what a crash left running")
+    if "heartbeat" in given and "grace_period" not in given:
+        given["grace_period"] = 3 * given["heartbeat"]
+    return StudyLocation(directory=directory, storage_url=args.storage, study_name=name, options=StorageOptions(**given))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -156,7 +164,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     space, config = _search_space(args)
     location = _location(args, config)
-    console.print(f"pdenas search: {space.model} on {space.dataset}, {space.trials} trials, {location.describe()}", highlight=False)
+    command = getattr(args, "command", None) or "search"
+    console.print(f"pdenas {command}: {space.model} on {space.dataset}, {space.trials} trials, {location.describe()}",
+                  highlight=False, soft_wrap=True)
     study_ref: dict[str, Any] = {}
 
     def get_study() -> Any:
@@ -169,13 +179,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     with SearchProgress(get_study, space.trials, console=console) as progress:
         result = search(space, location=location, workers=args.workers, on_event=progress,
                         display=lambda study, procs: progress.refresh())
-    console.print(f"{result.completed} trials finished, {result.failed} failed in {location.describe()}", highlight=False)
+    console.print(f"{result.completed} trials finished, {result.failed} failed in {location.describe()}", highlight=False, soft_wrap=True)
     if result.interrupted:
         console.print("interrupted: run the same command again to resume", highlight=False)
         return 130
     report = _write_report(location.directory)
     if report is not None:
-        console.print(f"report: {report}", highlight=False)
+        console.print(f"report: {report}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -204,7 +214,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     target = config.get("search", {}).get("trials", "?")
     console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (target {target} finished)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     original = study.user_attrs.get(A.ORIGINAL, {})
     if original:
         console.print(f"original model: {original.get('params', 0):,} params, {format_macs(original.get('macs', 0))} MACs", highlight=False)
@@ -224,9 +234,43 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    path = write_report(Path(args.dir))
-    console.print(f"report: {path}", highlight=False)
+    if args.storage:
+        directory = _study_dir_for(args.storage, args.study_name or "pdenas", args.out or args.dir)
+        path = write_report(directory)
+    elif args.dir:
+        if args.study_name:
+            raise CliError("--study-name goes with --storage URL; a study directory names its study in config.json")
+        path = write_report(Path(args.dir), out_dir=args.out)
+    else:
+        raise CliError("pdenas report needs a study directory (pdenas report runs/NAME), or --storage URL --study-name NAME")
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
     return 0
+
+
+def _study_dir_for(storage: str, name: str, directory: str | None) -> Path:
+    """A study directory for the study ``name`` in ``storage``: its config.json points at it, so that
+    report, status, show and export work from any machine that reaches the storage."""
+    import optuna
+
+    from ._urls import mask_url
+    from .search import StudyLocation, open_storage, read_config
+    from .search import _attrs as A
+    from .search._study import write_config
+
+    location = StudyLocation(Path(directory) if directory else Path("runs") / name, storage, name)
+    if location.config_path.is_file():
+        config = read_config(location.directory)
+        if (config.get("storage"), config.get("study_name")) != (storage, name):
+            other = mask_url(config["storage"]) if config.get("storage") else "its own study.log"
+            raise CliError(f"{location.directory} already holds study '{config.get('study_name')}' in {other}: "
+                           "choose another folder with --out")
+        return location.directory
+    try:
+        study = optuna.load_study(study_name=name, storage=open_storage(location))
+    except KeyError:
+        raise CliError(f"there is no study '{name}' in {mask_url(storage)}: check --study-name") from None
+    write_config(location, study.user_attrs.get(A.CONFIG, {}))
+    return location.directory
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -277,6 +321,15 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    shared = p.add_argument_group("shared study (--storage)")
+    shared.add_argument("--heartbeat", type=int, metavar="S",
+                        help="seconds between a running trial's heartbeats (default 20)")
+    shared.add_argument("--grace-period", type=int, metavar="S",
+                        help="a running trial without a heartbeat for S seconds is stale: failed and re-run by another "
+                        "worker (default 60, or 3x --heartbeat)")
+    shared.add_argument("--max-retry", type=int, metavar="N", help="re-run a stale trial at most N times in a row (default 3)")
+    shared.add_argument("--reconnect", type=float, metavar="S",
+                        help="keep retrying for S seconds when the connection to the storage drops (default 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,7 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("report", help="write report.html, trials.csv and pareto.csv into a study dir")
-    p.add_argument("dir")
+    p.add_argument("dir", nargs="?", help="the study directory (its config.json says where the study is stored)")
+    p.add_argument("--storage", help="or: the storage URL of a shared study (report from any machine)")
+    p.add_argument("--study-name", help="the study's name in --storage (default pdenas)")
+    p.add_argument("--out", help="folder for the report (default: the study directory; with --storage, runs/<study name>)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("show", help="print the Pareto table of a study")
@@ -352,7 +408,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    """pdenas' own warnings (e.g. images skipped because they do not decode) as one line each."""
+    if category is UserWarning and f"{Path(__file__).parent}" in str(filename):
+        err_console.print(f"pdenas: warning: {message}", highlight=False, soft_wrap=True)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
     warnings.filterwarnings("ignore", message=".*experimental.*", module="optuna")
     import optuna

@@ -12,7 +12,8 @@ from ._space import (
     StageChoices,
     TrainBudget,
 )
-from ._study import StudyError, StudyLocation, open_storage, read_config
+from ._study import StorageOptions, StudyError, StudyLocation, open_storage, read_config
+from ._storage import StorageUnavailable
 from ._progress import SearchProgress, pareto_rows
 from ._defaults import default_space_path
 
@@ -26,6 +27,8 @@ __all__ = [
     "SearchSpace",
     "SearchSpaceError",
     "StageChoices",
+    "StorageOptions",
+    "StorageUnavailable",
     "StudyError",
     "StudyLocation",
     "TrainBudget",

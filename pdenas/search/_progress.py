@@ -81,9 +81,9 @@ class SearchProgress:
             self._running[number] = {"epoch": 0, "epochs": 0, "plan": ""}
         elif kind == "epoch":
             self._running.setdefault(number, {}).update(epoch=info["epoch"], epochs=info["epochs"])
-        elif kind in ("complete", "fail", "interrupted"):
+        elif kind in ("complete", "fail", "interrupted", "taken_over"):
             self._running.pop(number, None)
-        if not self.live_mode:
+        if not self.live_mode or kind in ("recovered", "repaired", "stale", "taken_over"):
             self._log(kind, info)
         elif self._live is not None:
             self._live.update(self._render())
@@ -116,6 +116,19 @@ class SearchProgress:
             self.console.print(f"trial {number} started", highlight=False)
         elif kind == "recovered":
             self.console.print(f"recovered {info['count']} trial(s) left running by a process that died; re-queued", highlight=False)
+        elif kind == "repaired":
+            for note in info["notes"]:
+                self.console.print(f"study directory: {note}", highlight=False)
+        elif kind == "stale":
+            numbers = ", ".join(map(str, info["trials"]))
+            self.console.print(f"trial(s) {numbers}: no heartbeat from their worker for the grace period; failed as stale and "
+                               "re-queued (up to --max-retry times)",
+                               highlight=False)
+        elif kind == "waiting":
+            self.console.print(f"waiting for {info['running']} running trial(s) to reach the target", highlight=False)
+        elif kind == "taken_over":
+            self.console.print(f"trial {number} was failed as stale by another worker (no heartbeat reached the storage); "
+                               "its retry runs it again", highlight=False)
         elif kind in ("stop", "interrupted"):
             self.console.print(f"search stopped: {info.get('reason', 'interrupted by the user')}", highlight=False)
 

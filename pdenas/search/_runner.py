@@ -3,7 +3,15 @@ holds the requested number of finished trials.
 
 The original model is trial 0 (the identity plan, trained on the same budget) so that every report has
 its reference point. A trial left RUNNING by a process that died (kill -9, power loss) is marked failed
-and its plan queued again; completed trials are never touched.
+and its plan queued again; completed trials are never touched. In a study directory that happens when
+the next ``pdenas search`` starts (it holds the directory's lock, so every RUNNING trial is dead); on a
+storage server (``--storage``), workers on any machine send heartbeats and fail each other's stale trials
+(see ``_storage``).
+
+A worker asks for a new trial only while the finished trials plus the running ones are below the
+target; otherwise it waits, because a running trial may still fail (or turn out stale) and need
+replacing, and it stops once the target is reached. So the study never overshoots its target by more
+than the trials that were already running when it was reached.
 """
 
 from __future__ import annotations
@@ -13,7 +21,10 @@ import multiprocessing
 import signal
 import os
 import socket
+import sys
 import time
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +37,23 @@ from .. import __version__
 from . import _attrs as A
 from ._context import SearchContext, build_context
 from ._space import SearchSpace
-from ._study import DirectoryLock, StudyLocation, check_compatible, open_storage, write_config
+from ._storage import (
+    StudyError,
+    fail_and_retry,
+    fail_stale_trials,
+    heartbeat,
+    is_heartbeat_enabled,
+    setup_lock,
+)
+from ._study import (
+    DirectoryLock,
+    StudyLocation,
+    check_compatible,
+    open_storage,
+    read_config,
+    repair_journal,
+    write_config,
+)
 from ._trial import TrialOutcome, run_trial
 
 __all__ = ["SearchResult", "search", "run_worker", "create_or_load_study", "recover_stale_trials"]
@@ -44,9 +71,15 @@ class SearchResult:
     messages: list[str] = field(default_factory=list)
 
 
-def make_sampler(space: SearchSpace, *, worker: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(space: SearchSpace, *, worker: int = 0, shared: bool = False, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler for one worker. Workers on one machine get distinct, reproducible seeds, and a
+    resumed study (``resumed_at`` trials already in it) a new one, or its random draws would repeat the
+    plans of the first run; on a shared storage, where any number of processes on any machines join
+    with the same command, the seed also depends on the process (host and pid)."""
     seed = space.sampler.seed if space.sampler.seed is not None else space.seed
-    seed = seed + 1000 * worker  # distinct streams per worker, reproducible
+    seed = seed + 1000 * worker + 7919 * resumed_at  # distinct streams per worker and run, reproducible
+    if shared:
+        seed = (seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
     if space.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if space.sampler.name == "nsga2":
@@ -55,31 +88,42 @@ def make_sampler(space: SearchSpace, *, worker: int = 0) -> optuna.samplers.Base
 
 
 def create_or_load_study(
-    location: StudyLocation, space: SearchSpace, ctx: SearchContext | None, *, worker: int = 0
+    location: StudyLocation, space: SearchSpace, ctx: SearchContext | None, *, worker: int = 0,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
-    storage = open_storage(location)
-    study = optuna.create_study(
-        storage=storage, study_name=location.study_name, directions=space.directions,
-        sampler=make_sampler(space, worker=worker), load_if_exists=True,
-    )
-    check_compatible(study, space, location)
-    if A.CONFIG not in study.user_attrs and ctx is not None:
-        study.set_user_attr(A.FORMAT, A.FORMAT_VERSION)
-        study.set_user_attr(A.CONFIG, space.to_dict())
-        study.set_user_attr(A.VERSIONS, {"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__})
-        original = {**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms}
-        study.set_user_attr(A.ORIGINAL, original)
-    if not study.get_trials(deepcopy=False):
-        study.enqueue_trial({}, user_attrs={A.REFERENCE: True})
+    storage = storage if storage is not None else open_storage(location, wait=True)
+    with setup_lock(storage, location.study_name):  # workers starting at once: one creates, the others check
+        try:
+            study = optuna.create_study(
+                storage=storage, study_name=location.study_name, directions=space.directions,
+                sampler=make_sampler(space, worker=worker, shared=location.storage_url is not None),
+                load_if_exists=True,
+            )
+        except ValueError as err:  # an existing study with other objectives
+            raise StudyError(f"{location.describe()} cannot be used: {_one_line(err)}") from None
+        check_compatible(study, space, location)
+        existing = len(study.get_trials(deepcopy=False))
+        if existing:
+            study.sampler = make_sampler(space, worker=worker, shared=location.storage_url is not None, resumed_at=existing)
+        if A.CONFIG not in study.user_attrs and ctx is not None:
+            study.set_user_attr(A.FORMAT, A.FORMAT_VERSION)
+            study.set_user_attr(A.CONFIG, space.to_dict())
+            study.set_user_attr(A.VERSIONS, {"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__})
+            original = {**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms}
+            study.set_user_attr(A.ORIGINAL, original)
+        if not study.get_trials(deepcopy=False):
+            study.enqueue_trial({}, user_attrs={A.REFERENCE: True})
     return study, storage
 
 
 def recover_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage, *, only_worker: str | None = None) -> int:
     """Fail trials left RUNNING by dead processes and queue their plans again; returns how many."""
     count = 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if only_worker is not None and trial.user_attrs.get(A.WORKER) != only_worker:
-            continue
+    dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if only_worker is None or t.user_attrs.get(A.WORKER) == only_worker]
+    if is_heartbeat_enabled(study._storage):  # a shared storage: the same retry (and limit) as a stale trial
+        return len(fail_and_retry(study, [t._trial_id for t in dead], "the worker running it died"))
+    for trial in dead:
         storage.set_trial_user_attr(trial._trial_id, A.FAILURE, "the worker running it died (stale trial); re-queued")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         _requeue(study, trial.number, trial.params, trial.user_attrs)
@@ -102,8 +146,53 @@ def _surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when the trial just asked for is beyond the target (others got there first)."""
     trials = study.get_trials(deepcopy=False)
     done = sum(t.state == TrialState.COMPLETE for t in trials)
-    ahead = sum(t.state == TrialState.RUNNING and t.number < number for t in trials)
+    ahead = sum(t.state == TrialState.RUNNING and t.number < number and _alive(t, study) for t in trials)
     return done + ahead >= target
+
+
+def _progress(study: optuna.Study) -> tuple[int, int]:
+    """(completed trials, trials running in live workers)."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    running = sum(t.state == TrialState.RUNNING and _alive(t, study) for t in trials)
+    return done, running
+
+
+def _alive(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> bool:
+    """False only for a trial in a study directory whose worker was a process on this machine that no
+    longer exists. (On a shared storage a dead worker's trial is found by its missing heartbeats: two
+    machines may share a host name.)"""
+    if is_heartbeat_enabled(study._storage):
+        return True
+    host, _, pid = str(trial.user_attrs.get(A.WORKER, "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        pass
+    return True
+
+
+def _ask(study: optuna.Study) -> optuna.Trial:
+    with warnings.catch_warnings():  # heartbeats are pdenas' own with ask/tell (see _storage.heartbeat)
+        warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
+        return study.ask()
+
+
+def _requeue_unneeded(study: optuna.Study, trial: optuna.Trial) -> None:
+    """A queued trial (a retry, the original) asked for beyond the target: queue it again, in case
+    the running trials that made it unneeded fail."""
+    frozen = study._storage.get_trial(trial._trial_id)
+    keep = {k: v for k, v in frozen.user_attrs.items() if k in (A.RETRY_OF, A.REFERENCE)}
+    if not keep and "fixed_params" not in frozen.system_attrs:
+        return
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
+        user_attrs=keep, system_attrs={k: v for k, v in frozen.system_attrs.items() if k != "constraints"},
+    ))
 
 
 def run_worker(
@@ -122,33 +211,78 @@ def run_worker(
     emit = on_event or (lambda kind, info: None)
     counts = TrialOutcomeCounts()
     max_failures = max_failures if max_failures is not None else max(10, space.trials)
-    while _finished(study) < space.trials:
+    waiting = False
+    while True:
+        stale = fail_stale_trials(study)
+        if stale:
+            emit("stale", {"trials": stale})
+        done, running = _progress(study)
+        if done >= space.trials:
+            break
         if counts.failed >= max_failures:
             emit("stop", {"reason": f"{counts.failed} trials failed in this run; see the failure reasons with pdenas status"})
             break
-        trial = study.ask()
-        if _surplus(study, trial.number, space.trials):
-            trial.set_user_attr(A.FAILURE, "not needed: the study reached its trial target")
-            study.tell(trial, state=TrialState.PRUNED)
-            break
-        trial.set_user_attr(A.WORKER, me)
-        emit("start", {"trial": trial.number})
+        if done + running >= space.trials:  # the running trials reach the target, unless some fail: wait
+            if not waiting:
+                emit("waiting", {"running": running})
+                waiting = True
+            time.sleep(WAIT_POLL)
+            continue
+        waiting = False
+        trial = _ask(study)
+        with heartbeat(study, trial._trial_id):
+            if _surplus(study, trial.number, space.trials):  # another worker asked at the same moment
+                trial.set_user_attr(A.FAILURE, "not needed: the study reached its trial target")
+                study.tell(trial, state=TrialState.PRUNED)
+                _requeue_unneeded(study, trial)
+                continue
+            _run_one(study, trial, ctx, me, emit, counts)
+    return counts
 
-        def on_epoch(epoch: int, epochs: int, loss: float, _trial: optuna.Trial = trial) -> None:
-            _trial.set_user_attr(A.PROGRESS, [epoch, epochs])
-            emit("epoch", {"trial": _trial.number, "epoch": epoch, "epochs": epochs, "loss": loss})
 
-        try:
-            outcome = run_trial(study, trial, ctx, on_epoch=on_epoch)
-        except KeyboardInterrupt:
-            trial.set_user_attr(A.FAILURE, "interrupted by the user (Ctrl-C); re-queued for the next run")
-            study.tell(trial, state=TrialState.FAIL)
-            _requeue(study, trial.number, trial.params, trial.user_attrs)
-            emit("interrupted", {"trial": trial.number})
-            raise
-        except Exception as err:  # the candidate failed; record why and go on
-            reason = f"{type(err).__name__}: {_one_line(err)}"
-            outcome = TrialOutcome(TrialState.FAIL, None, reason)
+@dataclass
+class TrialOutcomeCounts:
+    completed: int = 0
+    failed: int = 0
+    taken_over: int = 0  # trials declared stale by another worker while this one ran them
+
+
+WAIT_POLL = 1.0  # seconds between looks at the study while the last trials run elsewhere
+
+
+def _run_one(
+    study: optuna.Study, trial: optuna.Trial, ctx: SearchContext, me: str,
+    emit: Callable[[str, dict], None], counts: TrialOutcomeCounts,
+) -> None:
+    """Run one trial and tell Optuna how it went."""
+    trial.set_user_attr(A.WORKER, me)
+    system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
+    if A.RETRY_OF not in trial.user_attrs and "failed_trial" in system_attrs:  # queued by Optuna's own retry
+        history = system_attrs.get("retry_history") or [system_attrs["failed_trial"]]
+        trial.set_user_attr(A.RETRY_OF, history[-1])
+    emit("start", {"trial": trial.number})
+
+    def on_epoch(epoch: int, epochs: int, loss: float, _trial: optuna.Trial = trial) -> None:
+        _trial.set_user_attr(A.PROGRESS, [epoch, epochs])
+        emit("epoch", {"trial": _trial.number, "epoch": epoch, "epochs": epochs, "loss": loss})
+
+    try:
+        outcome = run_trial(study, trial, ctx, on_epoch=on_epoch)
+    except KeyboardInterrupt:
+        trial.set_user_attr(A.FAILURE, "interrupted by the user (Ctrl-C); re-queued for the next run")
+        study.tell(trial, state=TrialState.FAIL)
+        _requeue(study, trial.number, trial.params, trial.user_attrs)
+        emit("interrupted", {"trial": trial.number})
+        raise
+    except StudyError:  # the storage is gone (StorageUnavailable): stop this worker, say why
+        raise
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _taken_over(trial, emit, counts)
+        return
+    except Exception as err:  # the candidate failed; record why and go on
+        reason = f"{type(err).__name__}: {_one_line(err)}"
+        outcome = TrialOutcome(TrialState.FAIL, None, reason)
+    try:
         if outcome.state == TrialState.FAIL:
             trial.set_user_attr(A.FAILURE, outcome.failure or "failed")
             study.tell(trial, state=TrialState.FAIL)
@@ -158,13 +292,19 @@ def run_worker(
             study.tell(trial, values=outcome.values)
             counts.completed += 1
             emit("complete", {"trial": trial.number, "values": outcome.values})
-    return counts
+    except optuna.exceptions.UpdateFinishedTrialError:
+        _taken_over(trial, emit, counts)
+    except ValueError as err:  # "Cannot tell a FAIL trial": failed as stale in the meantime
+        if "Cannot tell a" not in str(err):
+            raise
+        _taken_over(trial, emit, counts)
 
 
-@dataclass
-class TrialOutcomeCounts:
-    completed: int = 0
-    failed: int = 0
+def _taken_over(trial: optuna.Trial, emit: Callable[[str, dict], None], counts: TrialOutcomeCounts) -> None:
+    """Our trial was failed as stale by another worker (our heartbeats did not reach the storage for
+    longer than the grace period); its retry runs the plan again, so this result is dropped."""
+    counts.taken_over += 1
+    emit("taken_over", {"trial": trial.number})
 
 
 def _one_line(err: BaseException) -> str:
@@ -188,8 +328,16 @@ def search(
     if lock is not None:
         lock.__enter__()
     try:
+        if embedded:
+            if location.config_path.exists():
+                read_config(location.directory)  # refuses a directory of an incompatible pdenas, before any work
+            notes = repair_journal(location)
+            if notes and on_event:
+                on_event("repaired", {"notes": notes})
+        # an unreadable journal, an unreachable server: say so before any work (and create nothing yet)
+        storage = open_storage(location, wait=True) if not embedded or location.journal_path.exists() else None
         ctx = build_context(space)
-        study, storage = create_or_load_study(location, space, ctx)
+        study, storage = create_or_load_study(location, space, ctx, storage=storage)
         write_config(location, space)
         if embedded:
             recovered = recover_stale_trials(study, storage)
@@ -218,6 +366,9 @@ def _worker_main(location: StudyLocation, space: SearchSpace, worker: int, threa
         run_worker(location, space, worker=worker)
     except KeyboardInterrupt:
         pass
+    except StudyError as err:  # one line, no traceback (e.g. the storage server went away)
+        print(f"pdenas worker {worker}: error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _run_processes(
@@ -245,6 +396,8 @@ def _run_processes(
                 if proc.exitcode in (None, 0) or proc.pid in handled:
                     continue
                 handled.add(proc.pid)
+                if proc.exitcode == 2:  # stopped with a one-line error (storage gone): restarting cannot help
+                    continue
                 recover_stale_trials(study, storage, only_worker=f"{socket.gethostname()}:{proc.pid}")
                 if _finished(study) < space.trials and restarts < 3 * workers:
                     restarts += 1
@@ -255,3 +408,10 @@ def _run_processes(
         for proc in procs:
             proc.join(timeout=30)
         return True
+    except BaseException:  # this process lost the storage: do not leave workers behind
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in procs:
+            proc.join(timeout=30)
+        raise

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,25 +24,24 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from .._urls import mask_url
 from . import _attrs as A
 from ._space import SearchSpace
+from ._storage import StorageOptions, StudyError, open_rdb_storage
 
-__all__ = ["StudyLocation", "StudyError", "open_storage", "check_compatible", "DirectoryLock"]
+__all__ = ["StudyLocation", "StudyError", "StorageOptions", "open_storage", "check_compatible", "DirectoryLock"]
 
 CONFIG_FILE = "config.json"
 JOURNAL_FILE = "study.log"
 DEFAULT_STUDY_NAME = "pdenas"
 
 
-class StudyError(RuntimeError):
-    """The study cannot be opened or does not match this search; the message says why."""
-
-
 @dataclass(frozen=True)
 class StudyLocation:
-    """A study directory, and optionally another storage URL and study name."""
+    """A study directory, and optionally another storage URL and study name (with how workers sharing
+    that storage watch each other: heartbeats, stale trials, reconnects)."""
 
     directory: Path
     storage_url: str | None = None
     study_name: str = DEFAULT_STUDY_NAME
+    options: StorageOptions = StorageOptions()
 
     @property
     def journal_path(self) -> Path:
@@ -56,42 +56,95 @@ class StudyLocation:
         return f"study '{self.study_name}' in {where}"
 
 
-def open_storage(location: StudyLocation, **rdb_options: Any) -> optuna.storages.BaseStorage:
-    """The Optuna storage of ``location`` (created when missing)."""
+def open_storage(location: StudyLocation, *, wait: bool = False, **rdb_options: Any) -> optuna.storages.BaseStorage:
+    """The Optuna storage of ``location`` (created when missing).
+
+    ``wait`` (workers): wait up to ``location.options.reconnect`` seconds for an unreachable server.
+    """
     if location.storage_url is None:
         location.directory.mkdir(parents=True, exist_ok=True)
         path = str(location.journal_path)
         try:
             return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-        except Exception as err:  # a truncated or corrupt journal
+        except Exception as err:  # a corrupt journal
             raise StudyError(
-                f"the study storage {path} is unreadable ({type(err).__name__}: {_first_line(err)}): "
+                f"the study storage {path} is unreadable ({_journal_problem(location.journal_path, err)}): "
                 "move it aside to start a new study, or restore it from a backup"
             ) from None
+    return open_rdb_storage(location.storage_url, location.options, wait=wait, **rdb_options)
+
+
+def repair_journal(location: StudyLocation) -> list[str]:
+    """Undo what a crash can leave in a study directory's journal; what was done, in words.
+
+    Call only while holding the directory's :class:`DirectoryLock` (no one else writes then):
+    a half-written last record (a kill or power loss in the middle of a write) is cut off, since the
+    next append would glue onto it and make the journal unreadable; it never holds a completed trial's
+    result, which is only complete once its record is whole. A lock file left by a process killed while
+    writing is removed (otherwise every write would wait out Optuna's 30 s lock grace period).
+    """
+    notes: list[str] = []
+    path = location.journal_path
+    lock = Path(str(path) + ".lock")
+    if lock.exists():
+        lock.unlink(missing_ok=True)
+        notes.append(f"removed {lock.name}, a journal lock left by a process that died while writing")
+    if not path.is_file() or path.stat().st_size == 0:
+        return notes
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        tail = min(size, 1 << 20)
+        f.seek(size - tail)
+        chunk = f.read(tail)
+        if chunk.endswith(b"\n"):
+            return notes
+        cut = chunk.rfind(b"\n")
+        if cut < 0 and tail < size:  # a last record longer than 1 MiB: not a torn write; leave it
+            return notes
+        keep = size - tail + cut + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    notes.append(f"dropped the half-written last record of {path.name} ({size - keep} bytes, a crash while writing)")
+    return notes
+
+
+def _journal_problem(path: Path, err: BaseException) -> str:
+    """Which line of the journal is broken, or the error in one line."""
     try:
-        return optuna.storages.get_storage(location.storage_url) if not rdb_options else optuna.storages.RDBStorage(
-            location.storage_url, **rdb_options
-        )
-    except Exception as err:
-        raise StudyError(
-            f"cannot open storage {mask_url(location.storage_url)}: {type(err).__name__}: {_first_line(err)}"
-        ) from None
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    if not line.endswith(b"\n"):
+                        break  # a half-written last record: Optuna skips it
+                    return f"line {number} is not a journal record"
+    except OSError as io_err:
+        return f"{type(io_err).__name__}: {_first_line(io_err)}"
+    return f"{type(err).__name__}: {_first_line(err)}"
 
 
-def write_config(location: StudyLocation, space: SearchSpace) -> None:
+def write_config(location: StudyLocation, space: SearchSpace | dict[str, Any]) -> None:
     """Write ``config.json``: where the study is stored, and the resolved search configuration."""
     location.directory.mkdir(parents=True, exist_ok=True)
     data = {
         "format": A.FORMAT_VERSION,
         "storage": location.storage_url,
         "study_name": location.study_name,
-        "search": space.to_dict(),
+        "search": space.to_dict() if isinstance(space, SearchSpace) else space,
     }
-    tmp = location.config_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    if location.storage_url:
-        os.chmod(tmp, 0o600)  # the URL may hold a password
-    os.replace(tmp, location.config_path)
+    # a temporary file of its own: several workers of a shared study may write the same folder at once
+    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json", dir=location.directory)  # mode 600: the URL may hold a password
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data, indent=2, sort_keys=True))
+        if not location.storage_url:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, location.config_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_config(directory: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from ..surgery import CompressionPlan, compress
 from ..train import train_model
 from . import _attrs as A
 from ._context import SearchContext
+from ._storage import fail_stale_trials
 from ._suggest import suggest_plan
 
 __all__ = ["TrialOutcome", "run_trial", "plan_key"]
@@ -106,9 +107,11 @@ def _set_constraints(trial: optuna.Trial, ctx: SearchContext, macs: int, params:
 
 
 def _find_result(study: optuna.Study, number: int, key: str, wait: float) -> FrozenTrial | None:
-    """A trained trial with the same plan; waits while another worker is training it."""
+    """A trained trial with the same plan; waits while another worker is training it (and, on a shared
+    storage, stops waiting when that worker's heartbeats stop: its trial is then failed as stale)."""
     deadline = time.monotonic() + wait
     while True:
+        fail_stale_trials(study)
         running = False
         for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             if other.number == number or A.PLAN not in other.user_attrs:

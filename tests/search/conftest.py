@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from .pg import postgres_server  # noqa: F401  (a real PostgreSQL server, for test_postgres.py)
+
 TINY = """\
 model: resnet_tiny
 dataset: digits

@@ -4,7 +4,8 @@ free loopback port, databases created on demand, everything stopped and removed 
 Uses Debian's ``postgresql`` package (``.ci/run`` installs it when missing): the binaries are found on
 PATH or in /usr/lib/postgresql/<version>/bin. The server refuses to run as root, so as root it runs as
 the ``postgres`` user the package creates. Tests using it skip, saying why, only where the binaries are
-absent.
+absent (where ``.ci/run`` has installed them, PDENAS_REQUIRE_POSTGRES turns any other reason not to run
+into a failure).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ MISSING = (
     "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: "
     "install Debian's postgresql package (.ci/run does) to run the shared-storage tests"
 )
+
+
+def unavailable(reason: str) -> None:
+    """Skip, saying why; or fail, where CI has installed the server (.ci/run sets PDENAS_REQUIRE_POSTGRES)."""
+    if os.environ.get("PDENAS_REQUIRE_POSTGRES"):
+        pytest.fail(f"PDENAS_REQUIRE_POSTGRES is set but {reason}")
+    pytest.skip(reason)
 
 
 def find_bindir() -> Path | None:
@@ -60,7 +68,7 @@ class PostgresServer:
             try:
                 user = pwd.getpwnam("postgres")
             except KeyError:
-                pytest.skip("running as root and there is no 'postgres' user to run the PostgreSQL server as")
+                unavailable("running as root and there is no 'postgres' user to run the PostgreSQL server as")
             runuser = shutil.which("runuser")
             self._run_as = [runuser, "-u", "postgres", "--"] if runuser else ["su", "postgres", "-s", "/bin/sh", "-c"]
             os.chown(self.root, user.pw_uid, user.pw_gid)
@@ -115,13 +123,11 @@ class PostgresServer:
 def postgres_server():
     bindir = find_bindir()
     if bindir is None:
-        if os.environ.get("PDENAS_REQUIRE_POSTGRES"):  # set by .ci/run once it has installed the server
-            pytest.fail(MISSING)
-        pytest.skip(MISSING)
+        unavailable(MISSING)
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("psycopg is not installed: pip install -e '.[postgres]'")
+        unavailable("psycopg is not installed: pip install -e '.[postgres]'")
     server = PostgresServer(bindir)
     try:
         yield server

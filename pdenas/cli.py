@@ -126,6 +126,7 @@ def _search_space(args: argparse.Namespace) -> Any:
         "dataset": args.dataset,
         "trials": args.trials,
         "budget.epochs": args.epochs,
+        "budget.subset": args.subset,
         "constraints.max_macs": args.max_macs,
         "seed": args.seed,
         "device": args.device,
@@ -314,6 +315,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="digits, cifar10, cifar100, or a path to an ImageFolder folder or .tar.gz")
     p.add_argument("--trials", type=int, help="finished trials the study should hold")
     p.add_argument("--epochs", type=int, help="training epochs per candidate")
+    p.add_argument("--subset", type=int, help="train each candidate on this many images (stratified, seeded)")
     p.add_argument("--max-macs", type=_limit, help="MAC limit: absolute, or a fraction (0.5 or 50%%) of the original")
     p.add_argument("--study-dir", help="folder for the study, config and logs (default runs/<config name>)")
     p.add_argument("--storage", help="an Optuna storage URL (e.g. postgresql://user@host:5432/db) instead of the study dir's file")

@@ -51,7 +51,7 @@ def run_trial(
     plan = CompressionPlan.identity(ctx.stages) if reference else suggest_plan(trial, ctx.stages, space.space)
     key = plan_key(plan)
     trial.set_user_attr(A.PLAN, plan.to_dict())
-    trial.set_user_attr(A.PLAN_TEXT, plan.describe())
+    trial.set_user_attr(A.PLAN_TEXT, plan.describe(ctx.stages))
     trial.set_user_attr(A.SEED, space.seed)
 
     candidate = compress(ctx.base_model, plan, ctx.example_input())

@@ -178,7 +178,7 @@ def _coefficient(branch: nn.Module | None, h: Tensor, training: bool, constant: 
 
 
 def _internal_layout(f: Tensor) -> torch.memory_format | None:
-    """channels_last for a contiguous NCHW input in eager mode, else None (keep the input's layout)."""
+    """channels_last for a 4-D input not already channels-last, else None (keep the input's layout)."""
     if f.dim() != 4:
         return None
     if f.is_contiguous(memory_format=torch.channels_last):

@@ -286,10 +286,18 @@ def setup_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterato
     import sqlalchemy
 
     key = {"k": f"pdenas:{study_name}"}
-    connect = getattr(backend, "_with_reconnect", lambda what, call: call())
-    conn = connect("connect", backend.engine.connect)
+
+    def lock() -> Any:
+        conn = backend.engine.connect()
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:k))"), key)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    conn = backend._with_reconnect("lock", lock) if isinstance(backend, ResilientRDBStorage) else lock()
     try:
-        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(hashtext(:k))"), key)
         yield
     finally:
         try:

@@ -46,11 +46,8 @@ sampler:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one thread (the shared ``one_thread`` fixture)."""
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
-"""Run the Global-layer benchmarks of issue 7 (Kag & Saligrama, CVPR 2022): layer and model, eager and
-compiled, each in its own process (the compile switch is process-wide).
+"""Run the speed benchmarks of issue 7 (Kag & Saligrama, CVPR 2022), each in its own process (the
+compile switch is process-wide): the Global layer and the model, eager and compiled; the data loader
+against training speed; the search's overhead outside training and evaluation.
 
     python benchmarks/run_all.py [--threads 2] [--quick]
 
@@ -32,9 +33,12 @@ def main() -> int:
     runs = [["bench_layer.py"], ["bench_model.py"]]
     if not args.quick:
         runs += [["bench_layer.py", "--compile"], ["bench_model.py", "--compile", "--no-memory"]]
+    runs += [["bench_data.py"], ["bench_search_overhead.py"]]
     for run in runs:
-        print(f"\n$ OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']} python benchmarks/{' '.join(run + common)}", flush=True)
-        code = subprocess.call([sys.executable, str(HERE / run[0]), *run[1:], *common], env=env)
+        if run[0] != "bench_search_overhead.py":  # a whole default search: torch's own thread count
+            run = run + common
+        print(f"\n$ OMP_WAIT_POLICY={env['OMP_WAIT_POLICY']} python benchmarks/{' '.join(run)}", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / run[0]), *run[1:]], env=env)
         if code:
             return code
     return 0

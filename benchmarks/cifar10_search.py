@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.archive} not found: pass --archive PATH to the CIFAR-10 training images (.tar.gz)")
     work = (args.work or ROOT / "runs" / f"bench-cifar10-{args.budget}").resolve()
     work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    clock = Clock()
+    clock = Clock(work / "phases.json")
 
     search_dir, holdout_dir = clock.run("data", lambda: split_archive(args.archive, work))
     weights = clock.run("pre-train the original", lambda: pretrain(search_dir, holdout_dir, work, budget))
@@ -121,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     first = budget.seeds[0]
     retrained = clock.run("retrain", lambda: retrain_fronts(
         {"global": studies[f"global-seed{first}"], "no-global": studies[f"no-global-seed{first}"]}, search_dir, holdout_dir, work, budget))
-    total = time.perf_counter() - started
-
-    text = results_markdown(args, budget, studies, retrained, clock, total, work)
+    text = results_markdown(args, budget, studies, retrained, clock, work)
     (work / "results.md").write_text(text)
     print(text)
     if args.write_results:
@@ -134,18 +131,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class Clock:
-    """Wall time of each phase, printed as it goes."""
+    """Wall time of each phase, printed as it goes and kept in ``WORK/phases.json``, so that a resumed run
+    adds to what the interrupted one spent (a cached step then costs about nothing)."""
 
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.phases: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
     def run(self, name: str, step):  # noqa: ANN001, ANN201 - any callable
         print(f"== {name}", flush=True)
         start = time.perf_counter()
-        result = step()
-        self.phases[name] = time.perf_counter() - start
-        print(f"== {name}: {self.phases[name]:.0f} s", flush=True)
-        return result
+        try:
+            return step()
+        finally:
+            spent = time.perf_counter() - start
+            self.phases[name] = self.phases.get(name, 0.0) + spent
+            self.path.write_text(json.dumps(self.phases, indent=1))
+            print(f"== {name}: {spent:.0f} s ({self.phases[name]:.0f} s in all runs)", flush=True)
+
+    @property
+    def total(self) -> float:
+        return sum(self.phases.values())
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -289,11 +295,9 @@ def retrain_one(front: str, study_dir: Path, trial, search_dir: Path, holdout_di
                    "--device", "cpu")
         model = pdenas.load_compressed(out / "model.pt")  # carries pdenas_metadata: the export's figures
         held = evaluate(model, holdout_view(search_dir, holdout_dir, subset=budget.subset), device="cpu")
-        record.write_text(json.dumps({"holdout_accuracy": held, "latency_ms": model.pdenas_metadata.get("latency_ms"),
-                                      "export_val_accuracy": model.pdenas_metadata.get("accuracy")}))
+        record.write_text(json.dumps({"holdout_accuracy": held, "export_val_accuracy": model.pdenas_metadata.get("accuracy")}))
     saved = json.loads(record.read_text())
-    latency = saved.get("latency_ms")
-    return Retrained(front=front, trial=trial.number, plan=trial.plan_text, search_accuracy=trial.accuracy,
+    return Retrained(front=front, study=study_dir.name, trial=trial.number, plan=trial.plan_text, search_accuracy=trial.accuracy,
                      holdout_accuracy=saved["holdout_accuracy"], macs=trial.macs, params=trial.params,
                      latency_ms=None, original=trial.reference)
 
@@ -321,13 +325,13 @@ def accuracy_at(points: list[tuple[float, float]], macs: float) -> tuple[float |
 
 
 def results_markdown(args, budget: Budget, studies: dict[str, Path], retrained: list[Retrained], clock: Clock,
-                     total: float, work: Path) -> str:  # noqa: ANN001
+                     work: Path) -> str:  # noqa: ANN001
     pre = json.loads((work / f"{MODEL}-pretrained.json").read_text())
     original = next(r for r in retrained if r.original)
     lines = [
         f"Measured {dt.date.today().isoformat()} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, pdenas {pdenas.__version__}); wall time "
-        f"{total / 60:.1f} min.",
+        f"{clock.total / 60:.1f} min (the sum of the phases below, over every run of the command that built them).",
         "",
         f"Command: `python benchmarks/cifar10_search.py --budget {args.budget}`"
         + (f" `--seeds {args.seeds}`" if args.seeds is not None else "") + ".",

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -54,8 +55,8 @@ import yaml
 import pdenas
 from pdenas.data import load_dataset
 from pdenas.report import build_report_data, open_study
-from pdenas.train import evaluate, train_model
 from pdenas.search import SearchSpace
+from pdenas.train import evaluate, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "cifar10-resnet.yaml"
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             if seed != budget.seeds[0] and name == "no-global":
                 continue  # block dropping is compared at the first seed only
             key = f"{name}-seed{seed}"
-            studies[key] = clock.run(f"search {key}", lambda: run_search(key, changes, seed, search_dir, weights, work, budget))
+            studies[key] = clock.run(f"search {key}", functools.partial(run_search, key, changes, seed, search_dir, weights, work, budget))
     first = budget.seeds[0]
     retrained = clock.run("retrain", lambda: retrain_fronts(
         {"global": studies[f"global-seed{first}"], "no-global": studies[f"no-global-seed{first}"]}, search_dir, holdout_dir, work, budget))
@@ -138,7 +139,7 @@ class Clock:
         self.path = path
         self.phases: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def run(self, name: str, step):  # noqa: ANN001, ANN201 - any callable
+    def run(self, name: str, step):
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         try:
@@ -287,7 +288,7 @@ def spread(trials: list, count: int) -> list:
     return [trials[i] for i in picks]
 
 
-def retrain_one(front: str, study_dir: Path, trial, search_dir: Path, holdout_dir: Path, work: Path, budget: Budget) -> Retrained:  # noqa: ANN001
+def retrain_one(front: str, study_dir: Path, trial, search_dir: Path, holdout_dir: Path, work: Path, budget: Budget) -> Retrained:
     out = work / "retrain" / f"{study_dir.name}-trial{trial.number}"
     record = out / "result.json"
     if not record.is_file():
@@ -325,23 +326,23 @@ def accuracy_at(points: list[tuple[float, float]], macs: float) -> tuple[float |
 
 
 def results_markdown(args, budget: Budget, studies: dict[str, Path], retrained: list[Retrained], clock: Clock,
-                     work: Path) -> str:  # noqa: ANN001
+                     work: Path) -> str:
     pre = json.loads((work / f"{MODEL}-pretrained.json").read_text())
     original = next(r for r in retrained if r.original)
     lines = [
-        f"Measured {dt.date.today().isoformat()} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, pdenas {pdenas.__version__}); wall time "
-        f"{clock.total / 60:.1f} min (the sum of the phases below, over every run of the command that built them).",
+        (f"Measured {dt.date.today().isoformat()} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
+         f"torch {torch.__version__}, {torch.get_num_threads()} threads, pdenas {pdenas.__version__}); wall time "
+         f"{clock.total / 60:.1f} min (the sum of the phases below, over every run of the command that built them)."),
         "",
         f"Command: `python benchmarks/cifar10_search.py --budget {args.budget}`"
         + (f" `--seeds {args.seeds}`" if args.seeds is not None else "") + ".",
         "",
-        f"Budget `{args.budget}`: original `{MODEL}` trained {budget.pretrain_epochs} epochs on "
-        f"{pre['train_images']:,} images (held-out accuracy {pre['holdout_accuracy']:.2%}); each search "
-        f"{budget.trials} trials (TPE: {budget.startup_trials} random first), each candidate {budget.epochs} epochs "
-        f"on {budget.subset:,} images from the original's weights (SGD, lr {budget.lr:g}, cosine), scored on the search's validation split "
-        f"(4,500 images); retraining: the search's budget + {budget.retrain_epochs} epochs, scored on the "
-        f"5,000 held-out images no search saw.",
+        (f"Budget `{args.budget}`: original `{MODEL}` trained {budget.pretrain_epochs} epochs on "
+         f"{pre['train_images']:,} images (held-out accuracy {pre['holdout_accuracy']:.2%}); each search "
+         f"{budget.trials} trials (TPE: {budget.startup_trials} random first), each candidate {budget.epochs} epochs "
+         f"on {budget.subset:,} images from the original's weights (SGD, lr {budget.lr:g}, cosine), scored on the search's validation split "
+         f"(4,500 images); retraining: the search's budget + {budget.retrain_epochs} epochs, scored on the "
+         f"5,000 held-out images no search saw."),
         "",
         "Phases: " + ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in clock.phases.items()) + ".",
         "",
@@ -385,9 +386,9 @@ def results_markdown(args, budget: Budget, studies: dict[str, Path], retrained: 
             hv[name].append(value)
             cells.append(f"{value:.4f}")
         rows.append(f"| {seed} | " + " | ".join(cells) + " |")
-    lines += [f"Reference point: accuracy 0, MACs {reference['macs'] / 1e6:.2f}M (1.1 x the original's); the value is the "
-              "dominated fraction of the box between it and (accuracy 1, 0 MACs). Same trials, seeds and budget for both "
-              f"samplers; {len(budget.seeds)} seed(s).", "", "| seed | TPE | random |", "|---|---|---|", *rows,
+    lines += [(f"Reference point: accuracy 0, MACs {reference['macs'] / 1e6:.2f}M (1.1 x the original's); the value is the "
+               "dominated fraction of the box between it and (accuracy 1, 0 MACs). Same trials, seeds and budget for both "
+               f"samplers; {len(budget.seeds)} seed(s)."), "", "| seed | TPE | random |", "|---|---|---|", *rows,
               f"| mean | {mean(hv['global']):.4f} | {mean(hv['random']):.4f} |", ""]
     return "\n".join(lines) + "\n"
 
@@ -424,7 +425,7 @@ def screenshot(html: Path, png: Path) -> None:
     if browser is None:
         print("no Chromium on PATH: the PNG was not written")
         return
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,900",
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1080",
                     "--virtual-time-budget=5000", f"--screenshot={png}", html.resolve().as_uri()],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

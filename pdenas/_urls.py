@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["mask_url", "MASK"]
+__all__ = ["mask_url", "MASK", "SECRET_QUERY_KEYS"]
 
 MASK = "***"
 
 # query parameters that carry a secret (libpq and SQLAlchemy accept ``?password=...``)
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "pass", "secret", "token", "sslpassword"})
+SECRET_QUERY_KEYS = frozenset({"password", "passwd", "pwd", "pass", "secret", "token", "sslpassword"})
 
 
 def mask_url(url: str) -> str:
@@ -39,8 +39,8 @@ def mask_url(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs):
-            masked = [(key, MASK if key.lower() in _SECRET_QUERY_KEYS else value) for key, value in pairs]
+        if any(key.lower() in SECRET_QUERY_KEYS for key, _ in pairs):
+            masked = [(key, MASK if key.lower() in SECRET_QUERY_KEYS else value) for key, value in pairs]
             query = urlencode(masked, safe="*")
     if netloc == parts.netloc and query == parts.query:
         return url

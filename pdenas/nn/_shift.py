@@ -62,18 +62,12 @@ def mul_rolled(a: Tensor, x: Tensor, shift: int, dim: int) -> Tensor:
 
 def diff_rolled(x: Tensor, shift: int, dim: int, *, scale: float = 1.0, out: Tensor | None = None) -> Tensor:
     """``scale * (roll(x, shift, dim) - roll(x, -shift, dim))``, written into (or added to) ``out``."""
-    accumulate = out is not None
     if out is None:
-        out = torch.empty_like(x)
+        out = pair_rolled(x, shift, dim, sign=-1.0, out=torch.empty_like(x))
+        return out.mul_(scale) if scale != 1.0 else out
     for start, length, (src_p, src_m) in segments(x.shape[dim], (shift, -shift)):
         dst = out.narrow(dim, start, length)
-        plus, minus = x.narrow(dim, src_p, length), x.narrow(dim, src_m, length)
-        if accumulate:
-            dst.add_(plus, alpha=scale).sub_(minus, alpha=scale)
-        else:
-            torch.sub(plus, minus, out=dst)
-            if scale != 1.0:
-                dst.mul_(scale)
+        dst.add_(x.narrow(dim, src_p, length), alpha=scale).sub_(x.narrow(dim, src_m, length), alpha=scale)
     return out
 
 

@@ -41,6 +41,7 @@ from ._storage import (
     StudyError,
     fail_and_retry,
     fail_stale_trials,
+    first_line,
     heartbeat,
     is_heartbeat_enabled,
     setup_lock,
@@ -100,7 +101,7 @@ def create_or_load_study(
                 load_if_exists=True,
             )
         except ValueError as err:  # an existing study with other objectives
-            raise StudyError(f"{location.describe()} cannot be used: {_one_line(err)}") from None
+            raise StudyError(f"{location.describe()} cannot be used: {first_line(err, limit=300)}") from None
         check_compatible(study, space, location)
         existing = len(study.get_trials(deepcopy=False))
         if existing:
@@ -280,7 +281,7 @@ def _run_one(
         _taken_over(trial, emit, counts)
         return
     except Exception as err:  # the candidate failed; record why and go on
-        reason = f"{type(err).__name__}: {_one_line(err)}"
+        reason = f"{type(err).__name__}: {first_line(err, limit=300)}"
         outcome = TrialOutcome(TrialState.FAIL, None, reason)
     try:
         if outcome.state == TrialState.FAIL:
@@ -305,11 +306,6 @@ def _taken_over(trial: optuna.Trial, emit: Callable[[str, dict], None], counts: 
     longer than the grace period); its retry runs the plan again, so this result is dropped."""
     counts.taken_over += 1
     emit("taken_over", {"trial": trial.number})
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:300]
 
 
 def search(

@@ -31,7 +31,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
-from .._urls import MASK, mask_url
+from .._urls import MASK, SECRET_QUERY_KEYS, mask_url
 from . import _attrs as A
 
 __all__ = [
@@ -104,14 +104,15 @@ def _secrets(url: str) -> set[str]:
         return set()
     found = {password, unquote(password)} if password else set()
     for key, value in parse_qsl(parts.query):
-        if key.lower() in ("password", "passwd", "pwd", "pass", "secret", "token", "sslpassword"):
+        if key.lower() in SECRET_QUERY_KEYS:
             found |= {value, unquote(value)}
     return {s for s in found if s}
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException, *, limit: int = 200) -> str:
+    """The first line of ``err``'s message (its type name when empty), at most ``limit`` characters."""
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:200]
+    return (lines[0] if lines else type(err).__name__)[:limit]
 
 
 # ------------------------------------------------------------------------- connection errors
@@ -161,12 +162,12 @@ def _root_message(err: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__
     for prefixes in (("psycopg", "psycopg2"), ("sqlalchemy",)):
         for item in chain:
-            if type(item).__module__.startswith(prefixes) and _first_line(item) != type(item).__name__:
-                text = _first_line(item)
+            if type(item).__module__.startswith(prefixes) and first_line(item) != type(item).__name__:
+                text = first_line(item)
                 for prefix in ("(psycopg.OperationalError) ", "(psycopg2.OperationalError) ", "connection failed: "):
                     text = text.removeprefix(prefix)
                 return text
-    return f"{type(err).__name__}: {_first_line(err)}"
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 _no_retry = threading.local()  # set in threads that retry on their own (the heartbeat)
@@ -268,7 +269,7 @@ def open_rdb_storage(url: str, options: StorageOptions, *, wait: bool = False, *
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
                 continue
-            what = _root_message(err) if is_connection_error(err) else f"{type(err).__name__}: {_first_line(err)}"
+            what = _root_message(err) if is_connection_error(err) else f"{type(err).__name__}: {first_line(err)}"
             raise StudyError(f"cannot open storage {mask_url(url)}: {scrub(what, url)}") from None
 
 

@@ -24,7 +24,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from .._urls import mask_url
 from . import _attrs as A
 from ._space import SearchSpace
-from ._storage import StorageOptions, StudyError, open_rdb_storage
+from ._storage import StorageOptions, StudyError, first_line, open_rdb_storage
 
 __all__ = ["StudyLocation", "StudyError", "StorageOptions", "open_storage", "check_compatible", "DirectoryLock"]
 
@@ -121,8 +121,8 @@ def _journal_problem(path: Path, err: BaseException) -> str:
                         break  # a half-written last record: Optuna skips it
                     return f"line {number} is not a journal record"
     except OSError as io_err:
-        return f"{type(io_err).__name__}: {_first_line(io_err)}"
-    return f"{type(err).__name__}: {_first_line(err)}"
+        return f"{type(io_err).__name__}: {first_line(io_err)}"
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def write_config(location: StudyLocation, space: SearchSpace | dict[str, Any]) -> None:
@@ -154,7 +154,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise StudyError(f"{path} is unreadable ({_first_line(err)}): restore it or start a new study directory") from None
+        raise StudyError(f"{path} is unreadable ({first_line(err)}): restore it or start a new study directory") from None
     if not isinstance(data, dict) or "study_name" not in data:
         raise StudyError(f"{path} is not a pdenas study configuration: start a new study directory")
     version = data.get("format")
@@ -236,6 +236,6 @@ class DirectoryLock:
             self._file.close()
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:200] if text else type(err).__name__

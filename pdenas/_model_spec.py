@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Union, cast
 import torch
 from torch import nn
 
+from ._util import first_line
 from .zoo import create_model, list_models
 
 __all__ = ["ModelSpecError", "WeightsError", "build_model", "load_weights", "describe_key_mismatch"]
@@ -68,7 +69,7 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     except Exception as err:  # noqa: BLE001 - unpickling errors become one line
         raise WeightsError(
             f"--weights: cannot read {path} with torch.load(weights_only=True) ({type(err).__name__}: "
-            f"{_first_line(err)}); save weights with torch.save(model.state_dict(), path)"
+            f"{first_line(err)}); save weights with torch.save(model.state_dict(), path)"
         ) from None
     state = _state_dict_of(loaded, path)
     state = _strip_prefix(state, "module.", model)
@@ -102,7 +103,7 @@ def _torchvision_model(name: str, *, num_classes: int, in_channels: int) -> nn.M
     try:
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     except Exception as err:  # noqa: BLE001
-        raise ModelSpecError(f"cannot build tv:{name}: {type(err).__name__}: {_first_line(err)}") from None
+        raise ModelSpecError(f"cannot build tv:{name}: {type(err).__name__}: {first_line(err)}") from None
     return _with_in_channels(model, in_channels, spec=f"tv:{name}")
 
 
@@ -112,7 +113,7 @@ def _factory_model(spec: str, *, num_classes: int, in_channels: int) -> nn.Modul
     try:
         model = factory(**accepted)
     except Exception as err:  # noqa: BLE001 - the user's code; report it in one line
-        raise ModelSpecError(f"factory {spec!r} failed: {type(err).__name__}: {_first_line(err)}") from None
+        raise ModelSpecError(f"factory {spec!r} failed: {type(err).__name__}: {first_line(err)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model if "in_channels" in accepted else _with_in_channels(model, in_channels, spec=spec)
@@ -126,7 +127,7 @@ def _import_factory(spec: str) -> Callable[..., Any]:
         obj: Any = importlib.import_module(module_name)
     except Exception as err:  # noqa: BLE001 - ImportError or an error inside the user's module
         raise ModelSpecError(
-            f"--model {spec!r}: cannot import {module_name!r} ({type(err).__name__}: {_first_line(err)}); "
+            f"--model {spec!r}: cannot import {module_name!r} ({type(err).__name__}: {first_line(err)}); "
             "is it on PYTHONPATH?"
         ) from None
     for part in attr.split("."):
@@ -227,8 +228,3 @@ def _key_list(keys: list[str]) -> str:
     shown = ", ".join(keys[:_SHOWN_KEYS])
     more = len(keys) - _SHOWN_KEYS
     return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "(no message)"

@@ -22,6 +22,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ._util import preserved_modes
+
 __all__ = ["Cost", "profile", "latency", "macs_by_module", "count_params"]
 
 # Elementwise arithmetic that fvcore leaves uncounted; each costs one MAC per output element.
@@ -74,20 +76,15 @@ def latency(
 ) -> float:
     """Median wall time in seconds of one inference forward pass on a batch, after warm-up."""
     inputs = _example_input(model, input_size, device, batch_size=batch_size)
-    modes = _training_flags(model)
-    model.eval()
     times: list[float] = []
-    try:
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                _synchronize(inputs.device)
-                start = time.perf_counter()
-                model(inputs)
-                _synchronize(inputs.device)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-    finally:
-        _restore_training_flags(modes)
+    with preserved_modes(model, False), torch.inference_mode():
+        for i in range(warmup + repeats):
+            _synchronize(inputs.device)
+            start = time.perf_counter()
+            model(inputs)
+            _synchronize(inputs.device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
@@ -96,9 +93,7 @@ def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> 
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
-    modes = _training_flags(model)
-    model.eval()
-    try:
+    with preserved_modes(model, False):
         analysis = FlopCountAnalysis(model, example)
         if elementwise:
             analysis.set_op_handle(**{op: _elementwise_macs for op in _ELEMENTWISE_OPS})
@@ -107,19 +102,8 @@ def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> 
         analysis.tracer_warnings("none")
         with torch.no_grad():
             analysis.total()  # runs the trace now, in eval mode
-    finally:
-        _restore_training_flags(modes)
     return analysis
 
-
-def _training_flags(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
-def _restore_training_flags(modes: list[tuple[nn.Module, bool]]) -> None:
-    # each module gets its own flag back (a frozen BN in eval mode stays in eval mode)
-    for module, training in modes:
-        module.training = training
 
 
 def _elementwise_macs(inputs: list[Any], outputs: list[Any]) -> int:

@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ._util import atomic_write, first_line
+
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_table", "export_trial", "parse_formats"]
 
 FORMATS = ("pt", "torchscript", "onnx")
@@ -190,12 +192,12 @@ def export_trial(
     try:
         ctx = build_context(space)
     except (ValueError, OSError) as err:  # SearchSpaceError, DataError, ModelSpecError/WeightsError, missing files
-        raise ExportError(f"cannot rebuild the study's data and model: {_one_line(err)}") from None
+        raise ExportError(f"cannot rebuild the study's data and model: {first_line(err)}") from None
     torch.manual_seed(space.seed)
     try:
         candidate = compress(ctx.base_model, plan, ctx.example_input())
     except Exception as err:  # noqa: BLE001 - a plan that no longer fits the model
-        raise ExportError(f"trial {chosen.number}'s plan does not fit {space.model} any more: {_one_line(err)}") from None
+        raise ExportError(f"trial {chosen.number}'s plan does not fit {space.model} any more: {first_line(err)}") from None
     notes: list[str] = []
     cost = profile(candidate, ctx.input_size)
     recorded = chosen.user_attrs.get(A.MACS)
@@ -217,7 +219,7 @@ def export_trial(
             final = train_model(candidate, data, train_budget, seed=space.seed + budget.epochs, device=train_device,
                                 teacher=teacher, on_epoch=_epoch_printer(say), epochs=epochs)
     except (TrainingDiverged, FloatingPointError) as err:
-        raise ExportError(f"training trial {chosen.number}'s candidate diverged: {_one_line(err)}") from None
+        raise ExportError(f"training trial {chosen.number}'s candidate diverged: {first_line(err)}") from None
 
     # ---- figures, on the CPU, for the candidate and the original alike
     model = candidate.to("cpu").eval()
@@ -422,9 +424,9 @@ def _export_torchscript(model: nn.Module, example: Tensor, path: Path) -> None:
     try:
         with _quiet(), torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-            _atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+            atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
     except Exception as err:  # noqa: BLE001
-        raise ExportError(f"TorchScript export failed: {type(err).__name__}: {_one_line(err)}") from None
+        raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
 
 
 def _export_onnx(model: nn.Module, example: Tensor, path: Path, say: Callable[[str], None]) -> str:
@@ -434,12 +436,12 @@ def _export_onnx(model: nn.Module, example: Tensor, path: Path, say: Callable[[s
         write = functools.partial(_onnx_export, model, example, dynamo=name == "dynamo")
         try:
             with _quiet():
-                _atomic_write(path, write)
+                atomic_write(path, write)
             if errors:
                 say(f"the TorchScript-based ONNX exporter failed ({errors[0]}); used the torch.export-based one (dynamo=True)")
             return name
         except Exception as err:  # noqa: BLE001 - try the other exporter
-            errors.append(f"{name}: {type(err).__name__}: {_one_line(err)}")
+            errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
     raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
                       "(pip install 'pdenas[onnx]')?")
 
@@ -478,13 +480,6 @@ def _onnx_runner(path: Path) -> tuple[Callable[[Any], Any], str, int]:
     return run, "onnx.reference.ReferenceEvaluator", 2
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as tmpdir:
-        tmp = Path(tmpdir) / path.name
-        write(tmp)
-        shutil.move(str(tmp), path)
-
 
 def _printer(console: Any) -> Callable[[str], None]:
     if console is None:
@@ -498,8 +493,3 @@ def _epoch_printer(say: Callable[[str], None]) -> Callable[[int, int, float], No
 
 def _epochs(n: Any) -> str:
     return f"{n} epoch" if n == 1 else f"{n} epochs"
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:300]

@@ -31,6 +31,7 @@ import warnings
 from typing import Any, Callable, Literal, Union
 
 import torch
+from .._util import first_line
 
 __all__ = ["set_compile", "get_compile", "compile_enabled", "CompiledOrEager"]
 
@@ -99,7 +100,7 @@ class CompiledOrEager:
         except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
             CompiledOrEager.failed = True
             warnings.warn(
-                f"pdenas: torch.compile of {self.name} failed ({type(error).__name__}: {_first_line(error)}); "
+                f"pdenas: torch.compile of {self.name} failed ({type(error).__name__}: {first_line(error, limit=200)}); "
                 "running the eager fused path from now on (set PDENAS_COMPILE=0 to silence)",
                 RuntimeWarning,
                 stacklevel=2,
@@ -109,8 +110,3 @@ class CompiledOrEager:
 
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     return torch.compile(fn, dynamic=False)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else ""

@@ -13,6 +13,7 @@ from ._data import build_report_data
 from ._errors import ReportError
 from ._html import render_html
 from ._study_dir import open_study
+from .._util import atomic_write_text
 
 __all__ = ["write_report", "REPORT_HTML"]
 
@@ -40,18 +41,6 @@ def write_report(study_or_dir: optuna.Study | str | Path, out_dir: str | Path | 
         raise ReportError(f"cannot create the report folder {out} ({err.strerror}): choose a writable folder") from None
     data = build_report_data(study, study_dir=study_dir)
     page = out / REPORT_HTML
-    _write_atomically(page, render_html(data))
+    atomic_write_text(page, render_html(data))
     write_csvs(data, out)
     return page
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` in one step, so a browser never opens a half-written report."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -34,6 +34,7 @@ import torch
 from optuna.trial import TrialState
 
 from .. import __version__
+from .._util import first_line
 from . import _attrs as A
 from ._context import SearchContext, build_context
 from ._space import SearchSpace
@@ -41,7 +42,6 @@ from ._storage import (
     StudyError,
     fail_and_retry,
     fail_stale_trials,
-    first_line,
     heartbeat,
     is_heartbeat_enabled,
     setup_lock,

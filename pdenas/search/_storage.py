@@ -32,6 +32,7 @@ from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from .._urls import MASK, SECRET_QUERY_KEYS, mask_url
+from .._util import first_line
 from . import _attrs as A
 
 __all__ = [
@@ -108,11 +109,6 @@ def _secrets(url: str) -> set[str]:
             found |= {value, unquote(value)}
     return {s for s in found if s}
 
-
-def first_line(err: BaseException, *, limit: int = 200) -> str:
-    """The first line of ``err``'s message (its type name when empty), at most ``limit`` characters."""
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:limit]
 
 
 # ------------------------------------------------------------------------- connection errors

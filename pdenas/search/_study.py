@@ -24,7 +24,8 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from .._urls import mask_url
 from . import _attrs as A
 from ._space import SearchSpace
-from ._storage import StorageOptions, StudyError, first_line, open_rdb_storage
+from ._storage import StorageOptions, StudyError, open_rdb_storage
+from .._util import first_line
 
 __all__ = ["StudyLocation", "StudyError", "StorageOptions", "open_storage", "check_compatible", "DirectoryLock"]
 
@@ -234,8 +235,3 @@ class DirectoryLock:
         if self._file is not None:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__

@@ -29,7 +29,7 @@ from torch import nn
 from .._model_spec import ModelSpecError, build_model, describe_key_mismatch
 from ._compress import compress
 from ._plan import CompressionPlan, PlanError
-from ._trace import evaluating
+from .._util import preserved_modes
 
 __all__ = ["CheckpointError", "save_compressed", "load_compressed", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
 
@@ -149,7 +149,7 @@ def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: str |
 def _num_classes(model: nn.Module, input_size: tuple[int, ...]) -> int:
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
-    with evaluating(model), torch.no_grad():
+    with preserved_modes(model, False), torch.no_grad():
         out = model(torch.zeros(1, *input_size, device=device))
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise CheckpointError("cannot tell the model's number of classes from its output; pass num_classes=")

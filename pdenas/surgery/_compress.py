@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from ..nn import GlobalLayer
 from ._plan import CompressionPlan, StagePlan
 from ._stages import Stage, find_stages_traced
-from ._trace import evaluating, output_shapes
+from .._util import preserved_modes
+from ._trace import output_shapes
 
 __all__ = ["compress", "apply_plan"]
 
@@ -88,7 +89,7 @@ def _placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 def _check_output_shapes(model: nn.Module, example_input: Tensor, expected: object) -> None:
-    with evaluating(model), torch.no_grad():
+    with preserved_modes(model, False), torch.no_grad():
         got = output_shapes(model(example_input))
     if got != expected:  # a stage's blocks keep the shape, so this is a bug, not a user error
         raise RuntimeError(f"compression changed the model's output shape from {expected} to {got}; please report this")

@@ -55,7 +55,8 @@ from torch.nn.modules.conv import _ConvNd
 
 from ..cost import count_params, macs_by_module
 from ..nn import GlobalLayer
-from ._trace import Call, Trace, evaluating, feeds, trace
+from .._util import preserved_modes
+from ._trace import Call, Trace, feeds, trace
 
 __all__ = ["Stage", "NoStagesError", "STAGE_DEFINITION", "find_stages", "find_stages_traced"]
 
@@ -377,7 +378,7 @@ def _to_stage(run: _Run, name: str, model: nn.Module, macs_of: dict[str, int]) -
 def _module_macs(model: nn.Module, example_input: Tensor, recorded: Trace) -> dict[str, int]:
     """Honest MACs per module path (fvcore); convolution and linear MACs if the model can't be traced."""
     try:
-        with evaluating(model):  # macs_by_module restores only the root's train flag; restore them all
+        with preserved_modes(model, False):  # macs_by_module restores only the root's train flag; restore them all
             return macs_by_module(model, example_input)
     except Exception:  # noqa: BLE001 - fvcore's tracer refuses some models; fall back to the hooks
         return _weighted_macs(model, recorded, batch=max(int(example_input.shape[0]), 1))

@@ -8,7 +8,6 @@ tensors. The model is left exactly as it was (hooks removed, every module's trai
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -16,7 +15,9 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ExampleInputError", "Call", "Trace", "trace", "feeds", "output_shapes", "evaluating"]
+from .._util import first_line, preserved_modes
+
+__all__ = ["ExampleInputError", "Call", "Trace", "trace", "feeds", "output_shapes"]
 
 # How many single-input autograd nodes (F.relu, x * 2, ...) may sit between two modules that still
 # count as "one feeds the next".
@@ -81,12 +82,12 @@ def trace(model: nn.Module, example_input: Tensor) -> Trace:
         handles.append(module.register_forward_pre_hook(_pre_hook(result, counter), with_kwargs=True))
         handles.append(module.register_forward_hook(_post_hook(result)))
     try:
-        with evaluating(model), torch.enable_grad():
+        with preserved_modes(model, False), torch.enable_grad():
             output = model(_tracked(example_input))
     except Exception as err:  # noqa: BLE001 - any failure of the user's model becomes one line
         raise ExampleInputError(
             f"the model failed on example_input of shape {tuple(example_input.shape)}: "
-            f"{type(err).__name__}: {_first_line(err)}; pass an input the model accepts "
+            f"{type(err).__name__}: {first_line(err)}; pass an input the model accepts "
             "(batch, channels, height, width)"
         ) from None
     finally:
@@ -95,17 +96,6 @@ def trace(model: nn.Module, example_input: Tensor) -> Trace:
     result.output_shapes = output_shapes(output)
     return result
 
-
-@contextlib.contextmanager
-def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block; afterwards every module gets back its own train/eval flag."""
-    modes = {id(m): m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m in model.modules():
-            m.training = modes.get(id(m), m.training)
 
 
 def feeds(source: Tensor | None, target: Tensor | None) -> bool:
@@ -189,8 +179,3 @@ def _same_storage_view(a: Tensor, b: Tensor) -> bool:
         return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride() and a.data_ptr() != 0
     except RuntimeError:  # tensors without storage (meta, some subclasses)
         return False
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else "(no message)"

@@ -1,57 +1,154 @@
-"""Training and evaluation of candidates: SGD with Nesterov momentum and a cosine schedule by default,
-optional knowledge distillation from the original model's logits (Hinton et al., 2015), seeded.
+"""Training and evaluation: a :class:`TrainRecipe` (the ``budget:`` section of a search configuration)
+run by :func:`train_model`, seeded and resumable.
+
+SGD with Nesterov momentum (or AdamW), a per-step learning-rate schedule built from torch's schedulers
+(linear warm-up then cosine decay, ``SequentialLR``; or ``OneCycleLR``), label smoothing, optional
+knowledge distillation from the original model's logits (Hinton et al., 2015), bfloat16 autocast and
+channels-last memory format for speed. With ``checkpoint=PATH`` the state after every epoch is saved, and
+a rerun with the same arguments continues from the last saved epoch.
 
 A loss that turns non-finite stops training with :class:`TrainingDiverged`, so a search can record the
-candidate as failed and go on.
+candidate as failed and go on. Before scoring, BatchNorm statistics are recomputed on training images
+(:func:`recalibrate_batchnorm`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.optim import lr_scheduler
 
-__all__ = ["TrainingDiverged", "TrainResult", "train_model", "evaluate", "recalibrate_batchnorm", "resolve_device"]
+from ._util import atomic_write, preserved_modes
+
+if TYPE_CHECKING:
+    from .data import ImageData
+
+__all__ = [
+    "TrainRecipe",
+    "TrainRecipeError",
+    "TrainResult",
+    "TrainingDiverged",
+    "bf16_supported",
+    "evaluate",
+    "recalibrate_batchnorm",
+    "resolve_device",
+    "train_model",
+]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant", "onecycle")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class _Budget(Protocol):
-    epochs: int
-    batch_size: int
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    schedule: str
-    warmup_epochs: int
-    augment: bool
-    distillation: float
-    temperature: float
+class TrainRecipeError(ValueError):
+    """A training setting is out of range; the message names it and its valid values."""
 
 
-class _Data(Protocol):
-    def train_batches(self, batch_size: int, *, seed: int, augment: bool = True, device: Any = "cpu") -> Iterable[tuple[Tensor, Tensor]]: ...
-    def val_batches(self, batch_size: int, *, device: Any = "cpu") -> Iterable[tuple[Tensor, Tensor]]: ...
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a model is trained: the ``budget:`` section of a search configuration.
 
-    @property
-    def train_y(self) -> Tensor: ...
+    Attributes:
+        epochs: passes over the training images (>= 1).
+        batch_size: images per step.
+        optimizer: ``sgd`` (Nesterov momentum) or ``adamw``.
+        lr: peak learning rate; momentum, weight_decay: the optimizer's (no weight decay on BN and biases).
+        schedule: ``cosine`` (linear warm-up for ``warmup_epochs``, then cosine decay to 0), ``constant``
+            (warm-up, then ``lr``), or ``onecycle`` (torch's ``OneCycleLR``: warm-up over ``warmup_epochs``,
+            or 25 % of training when 0, from lr/25 to lr, then cosine decay to lr/1e5).
+        warmup_epochs: epochs of linear warm-up (may be fractional).
+        label_smoothing: of the cross-entropy loss, in [0, 1).
+        subset: training images used (None: all); val_fraction: share of each class held out for scoring.
+        augment: random crop (and flip where valid) on training batches.
+        distillation: weight in [0, 1] of the distillation loss from the original model (needs its weights);
+            temperature: its softmax temperature.
+        precision: ``fp32``; ``bf16`` (autocast to bfloat16: about 1.9x faster training on CPUs with AVX-512
+            BF16 or AMX, and on recent GPUs; weights and optimizer stay float32); ``auto``: bf16 where the
+            hardware supports it natively (:func:`bf16_supported`), else fp32.
+        channels_last: train in channels-last memory format (faster convolutions on CPUs and GPUs).
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "constant", "onecycle"] = "cosine"
+    warmup_epochs: float = 0
+    label_smoothing: float = 0.0
+    subset: int | None = None
+    val_fraction: float = 0.2
+    augment: bool = True
+    distillation: float = 0.0
+    temperature: float = 4.0
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        problem = _recipe_problem(self)
+        if problem:
+            raise TrainRecipeError(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _recipe_problem(r: TrainRecipe) -> str | None:
+    checks: list[tuple[bool, str]] = [
+        (_is_int(r.epochs) and r.epochs >= 1, f"'epochs' must be an integer >= 1, got {r.epochs!r}"),
+        (_is_int(r.batch_size) and r.batch_size >= 1, f"'batch_size' must be an integer >= 1, got {r.batch_size!r}"),
+        (r.optimizer in OPTIMIZERS, f"'optimizer' must be {' or '.join(OPTIMIZERS)}, got {r.optimizer!r}"),
+        (_finite(r.lr) and r.lr > 0, f"'lr' must be a number > 0, got {r.lr!r}"),
+        (_finite(r.momentum) and 0 <= r.momentum < 1, f"'momentum' must lie in [0, 1), got {r.momentum!r}"),
+        (_finite(r.weight_decay) and r.weight_decay >= 0, f"'weight_decay' must be >= 0, got {r.weight_decay!r}"),
+        (r.schedule in SCHEDULES, f"'schedule' must be one of {', '.join(SCHEDULES)}, got {r.schedule!r}"),
+        (_finite(r.warmup_epochs) and 0 <= r.warmup_epochs < max(r.epochs, 1) if _is_int(r.epochs) else True,
+         f"'warmup_epochs' must lie in [0, epochs) = [0, {r.epochs}), got {r.warmup_epochs!r}"),
+        (_finite(r.label_smoothing) and 0 <= r.label_smoothing < 1,
+         f"'label_smoothing' must lie in [0, 1), got {r.label_smoothing!r}"),
+        (r.subset is None or (_is_int(r.subset) and r.subset >= 1), f"'subset' must be an integer >= 1 or null, got {r.subset!r}"),
+        (_finite(r.val_fraction) and 0 < r.val_fraction < 1, f"'val_fraction' must lie in (0, 1), got {r.val_fraction!r}"),
+        (isinstance(r.augment, bool), f"'augment' must be true or false, got {r.augment!r}"),
+        (_finite(r.distillation) and 0 <= r.distillation <= 1, f"'distillation' must lie in [0, 1], got {r.distillation!r}"),
+        (_finite(r.temperature) and r.temperature > 0, f"'temperature' must be > 0, got {r.temperature!r}"),
+        (r.precision in PRECISIONS, f"'precision' must be one of {', '.join(PRECISIONS)}, got {r.precision!r}"),
+        (isinstance(r.channels_last, bool), f"'channels_last' must be true or false, got {r.channels_last!r}"),
+    ]
+    return next((message for ok, message in checks if not ok), None)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
 class TrainResult:
     accuracy: float  # validation accuracy in [0, 1]
-    train_time: float  # seconds
+    train_time: float  # seconds (this call; a resumed run counts only its own epochs)
     eval_time: float  # seconds
     epochs: int
-    final_loss: float
+    final_loss: float  # mean training loss of the last epoch
+    precision: str = "fp32"  # what ran: fp32 or bf16
+    resumed_from: int = 0  # epochs already done in the checkpoint this call continued
 
 
 EpochCallback = Callable[[int, int, float], None]  # (epoch done, epochs, mean loss)
@@ -67,39 +164,62 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def bf16_supported(device: str | torch.device = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively (CPU: AVX-512 BF16 or AMX through oneDNN)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def train_model(
     model: nn.Module,
-    data: _Data,
-    budget: _Budget,
+    data: ImageData,
+    recipe: TrainRecipe,
     *,
     seed: int = 0,
     device: str | torch.device = "auto",
     teacher: nn.Module | None = None,
     on_epoch: EpochCallback | None = None,
     epochs: int | None = None,
+    checkpoint: str | Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place for the budget's epochs, then evaluate on the validation split."""
+    """Train ``model`` in place with ``recipe``, then recalibrate its BatchNorms and evaluate it.
+
+    Args:
+        seed: seeds the shuffles, augmentation and dropout (epoch e shuffles with ``seed + e``).
+        teacher: the original model, for ``recipe.distillation`` > 0 (ignored otherwise).
+        epochs: overrides ``recipe.epochs`` (the schedule spans these epochs).
+        checkpoint: a file for the training state after each epoch; when it exists, training continues
+            from it (it must have been written by the same recipe, seed and epochs).
+    """
     device = resolve_device(device)
-    epochs = budget.epochs if epochs is None else epochs
+    epochs = recipe.epochs if epochs is None else epochs
+    precision = _precision(recipe, device)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     torch.manual_seed(seed)
-    model.to(device)
-    if teacher is not None and budget.distillation > 0:
-        teacher.to(device).eval()
-    else:
-        teacher = None
-    optimizer = _optimizer(model, budget)
-    steps_per_epoch = max(1, math.ceil(len(data.train_y) / budget.batch_size))
-    total_steps = steps_per_epoch * epochs
+    model.to(device=device, memory_format=memory_format)
+    teacher = teacher.to(device=device, memory_format=memory_format).eval() if teacher is not None and recipe.distillation > 0 else None
+    steps_per_epoch = max(1, math.ceil(len(data.train_y) / recipe.batch_size))
+    optimizer = _optimizer(model, recipe)
+    scheduler = _scheduler(optimizer, recipe, steps_per_epoch, epochs)
+    state = _Checkpoint(Path(checkpoint), recipe, seed, epochs) if checkpoint is not None else None
+    first = state.restore(model, optimizer, scheduler) if state is not None else 0
+
     start = time.perf_counter()
-    loss_value = float("nan")
-    step = 0
-    for epoch in range(epochs):
+    loss_value = state.last_loss if state is not None else float("nan")
+    for epoch in range(first, epochs):
         model.train()
         losses: list[Tensor] = []
-        for x, y in data.train_batches(budget.batch_size, seed=seed + epoch, augment=budget.augment, device=device):
-            _set_lr(optimizer, budget, step, total_steps, steps_per_epoch)
-            logits = model(x)  # (B, classes)
-            loss = _loss(logits, y, x, teacher, budget)
+        for x, y in data.train_batches(recipe.batch_size, seed=seed + epoch, augment=recipe.augment, device=device):
+            x = x.contiguous(memory_format=memory_format)  # (B, C, H, W)
+            with _autocast(device, precision):
+                loss = _loss(model(x), y, x, teacher, recipe)
             if not bool(torch.isfinite(loss)):
                 raise TrainingDiverged(
                     f"training loss became {float(loss.detach())} in epoch {epoch + 1}: lower the learning rate or dt"
@@ -107,99 +227,148 @@ def train_model(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             losses.append(loss.detach())
-            step += 1
-        loss_value = float(torch.stack(losses).mean()) if losses else float("nan")
+        loss_value = float(torch.stack(losses).float().mean()) if losses else float("nan")
+        if state is not None:
+            state.save(model, optimizer, scheduler, epoch + 1, loss_value)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, loss_value)
-    recalibrate_batchnorm(model, data, batch_size=budget.batch_size, device=device, seed=seed)
+    recalibrate_batchnorm(model, data, batch_size=recipe.batch_size, device=device, seed=seed)
+    model.to(memory_format=torch.contiguous_format)
     train_time = time.perf_counter() - start
     start = time.perf_counter()
-    accuracy = evaluate(model, data, batch_size=max(budget.batch_size, 256), device=device)
-    return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, loss_value)
+    accuracy = evaluate(model, data, batch_size=max(recipe.batch_size, 256), device=device)
+    return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, loss_value, precision, first)
 
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, data: _Data, *, batch_size: int, device: torch.device, seed: int = 0, max_images: int = 2048
+    model: nn.Module, data: ImageData, *, batch_size: int, device: torch.device, seed: int = 0, max_images: int = 2048
 ) -> None:
     """Set every BatchNorm's running statistics to the exact mean/variance of the current weights on
-    (up to ``max_images``) training images.
+    (up to ``max_images``) training images, with ``torch.optim.swa_utils.update_bn``.
 
     After a short training budget the exponential running averages still lag behind the weights, and
     eval-mode accuracy then says little about the candidate; recomputing the statistics, as one-shot
-    NAS methods do before scoring, removes that bias from the comparison.
+    NAS methods do before scoring, removes that bias from the comparison. Every module keeps its own
+    train/eval flag afterwards.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return
-    modes = [(m, m.training) for m in model.modules()]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    model.train()
+    batches = data.train_batches(batch_size, seed=seed, augment=False, device=device)
+    with preserved_modes(model):
+        torch.optim.swa_utils.update_bn(_first_images(batches, max_images), model, device=None)
+
+
+def _first_images(batches: Any, limit: int) -> Iterator[Tensor]:
     seen = 0
-    for x, _ in data.train_batches(batch_size, seed=seed, augment=False, device=device):
-        model(x)
+    for x, _ in batches:
+        yield x
         seen += x.shape[0]
-        if seen >= max_images:
-            break
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    for module, training in modes:
-        module.training = training
+        if seen >= limit:
+            return
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: _Data, *, batch_size: int = 256, device: str | torch.device = "auto") -> float:
-    """Top-1 accuracy in [0, 1] on the validation split."""
+def evaluate(model: nn.Module, data: ImageData, *, batch_size: int = 256, device: str | torch.device = "auto") -> float:
+    """Top-1 accuracy in [0, 1] on the validation split (float32, eval mode)."""
     device = resolve_device(device)
-    was_training = model.training
-    model.to(device).eval()
+    model.to(device)
     correct = total = 0
-    try:
+    with preserved_modes(model, False):
         for x, y in data.val_batches(batch_size, device=device):
-            logits = model(x)
+            logits = model(x)  # (B, classes)
             if not bool(torch.isfinite(logits).all()):
                 raise TrainingDiverged("the model's outputs are not finite on the validation split")
             correct += int((logits.argmax(1) == y).sum())
             total += int(y.numel())
-    finally:
-        model.train(was_training)
     return correct / max(total, 1)
 
 
-def _loss(logits: Tensor, y: Tensor, x: Tensor, teacher: nn.Module | None, budget: _Budget) -> Tensor:
-    loss = F.cross_entropy(logits, y)
+def _precision(recipe: TrainRecipe, device: torch.device) -> str:
+    if recipe.precision == "auto":
+        return "bf16" if bf16_supported(device) else "fp32"
+    return recipe.precision
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _loss(logits: Tensor, y: Tensor, x: Tensor, teacher: nn.Module | None, recipe: TrainRecipe) -> Tensor:
+    logits = logits.float()  # (B, classes); the loss in float32 under autocast too
+    loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
     if teacher is None:
         return loss
     with torch.no_grad():
-        target = teacher(x)  # (B, classes)
-    T = budget.temperature
+        target = teacher(x).float()  # (B, classes)
+    T = recipe.temperature
     kd = F.kl_div(F.log_softmax(logits / T, 1), F.softmax(target / T, 1), reduction="batchmean") * T * T
-    return (1 - budget.distillation) * loss + budget.distillation * kd
+    return (1 - recipe.distillation) * loss + recipe.distillation * kd
 
 
-def _optimizer(model: nn.Module, budget: _Budget) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN and biases
-    groups = [{"params": decay, "weight_decay": budget.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if budget.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=budget.lr)
-    return torch.optim.SGD(groups, lr=budget.lr, momentum=budget.momentum, nesterov=budget.momentum > 0)
+            (no_decay if p.ndim <= 1 else decay).append(p)  # no weight decay on BN, biases and scalar gates
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=recipe.lr)
+    return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.momentum > 0)
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, budget: _Budget, step: int, total: int, per_epoch: int) -> None:
-    warmup = budget.warmup_epochs * per_epoch
-    if step < warmup:
-        factor = (step + 1) / warmup
-    elif budget.schedule == "cosine":
-        progress = (step - warmup) / max(1, total - warmup)
-        factor = 0.5 * (1 + math.cos(math.pi * progress))
+def _scheduler(optimizer: torch.optim.Optimizer, recipe: TrainRecipe, per_epoch: int, epochs: int) -> lr_scheduler.LRScheduler:
+    """A per-step schedule over ``epochs`` epochs of ``per_epoch`` steps."""
+    total = per_epoch * epochs
+    warmup = min(round(recipe.warmup_epochs * per_epoch), total - 1)
+    if recipe.schedule == "onecycle":
+        pct = warmup / total if warmup > 0 else 0.25
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=total, pct_start=pct,
+                                       cycle_momentum=recipe.optimizer == "sgd" and recipe.momentum > 0)
+    if recipe.schedule == "cosine":
+        main: lr_scheduler.LRScheduler = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup))
     else:
-        factor = 1.0
-    for group in optimizer.param_groups:
-        group["lr"] = budget.lr * factor
+        main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup <= 0:
+        return main
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup - 1)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
+
+
+class _Checkpoint:
+    """The training state after each epoch, in one file replaced atomically (a crash keeps the last one)."""
+
+    def __init__(self, path: Path, recipe: TrainRecipe, seed: int, epochs: int) -> None:
+        self.path = path
+        self.identity = {"recipe": recipe.to_dict(), "seed": seed, "epochs": epochs}
+        self.last_loss = float("nan")
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler) -> int:
+        """Load the saved state into the arguments; the epochs already done (0 without a file)."""
+        if not self.path.is_file():
+            return 0
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - a truncated or foreign file
+            raise TrainRecipeError(f"cannot resume from {self.path} ({type(err).__name__}): delete it to start over") from None
+        if saved.get("identity") != self.identity:
+            raise TrainRecipeError(
+                f"{self.path} was written by another training run (other recipe, seed or epochs): delete it to start over"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        self.last_loss = float(saved["loss"])
+        return int(saved["epoch"])
+
+    def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler,
+             epoch: int, loss: float) -> None:
+        state = {
+            "identity": self.identity, "epoch": epoch, "loss": loss, "rng": torch.get_rng_state(),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        }
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+

@@ -17,6 +17,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..train import TrainRecipe
 from ._attrs import OBJECTIVE_DIRECTIONS
 
 __all__ = [
@@ -62,23 +63,7 @@ class StageChoices:
     residual: list[bool] = field(default_factory=lambda: [False])
 
 
-@dataclass(frozen=True)
-class TrainBudget:
-    """How each candidate is trained."""
-
-    epochs: int = 5
-    batch_size: int = 64
-    optimizer: str = "sgd"  # sgd (Nesterov momentum) | adamw
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | constant
-    warmup_epochs: int = 0
-    subset: int | None = None  # training images used (None: all)
-    val_fraction: float = 0.2
-    augment: bool = True
-    distillation: float = 0.0  # weight of the distillation loss (needs weights)
-    temperature: float = 4.0
+TrainBudget = TrainRecipe  # the ``budget:`` section (renamed; the old name stays importable)
 
 
 @dataclass(frozen=True)
@@ -110,7 +95,7 @@ class SearchSpace:
     device: str = "auto"
     measure_latency: bool = False
     space: StageChoices = field(default_factory=StageChoices)
-    budget: TrainBudget = field(default_factory=TrainBudget)
+    budget: TrainRecipe = field(default_factory=TrainRecipe)
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "macs"])
     constraints: Constraints = field(default_factory=Constraints)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -201,7 +186,10 @@ def _build(cls: type, data: Any, *, prefix: str) -> Any:
     except SearchSpaceError:
         raise
     except (TypeError, ValueError) as err:
-        raise SearchSpaceError(f"{where}: {err}") from None
+        message = str(err)
+        if message.startswith("'"):  # a setting named by its key: name it by its path in the file
+            raise SearchSpaceError(f"'{prefix}{message[1:]}") from None
+        raise SearchSpaceError(f"{where}: {message}") from None
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
@@ -290,22 +278,6 @@ def _validate(space: SearchSpace) -> None:
         if d not in ("learned", "constant"):
             fail(f"'space.diffusion' choices must be learned or constant, got {d!r}")
     budget = space.budget
-    if budget.epochs < 1:
-        fail(f"'budget.epochs' must be >= 1, got {budget.epochs}")
-    if budget.batch_size < 1:
-        fail(f"'budget.batch_size' must be >= 1, got {budget.batch_size}")
-    if budget.optimizer not in ("sgd", "adamw"):
-        fail(f"'budget.optimizer' must be sgd or adamw, got {budget.optimizer!r}")
-    if budget.schedule not in ("cosine", "constant"):
-        fail(f"'budget.schedule' must be cosine or constant, got {budget.schedule!r}")
-    if not budget.lr > 0:
-        fail(f"'budget.lr' must be > 0, got {budget.lr}")
-    if not 0 < budget.val_fraction < 1:
-        fail(f"'budget.val_fraction' must lie in (0, 1), got {budget.val_fraction}")
-    if budget.subset is not None and budget.subset < 1:
-        fail(f"'budget.subset' must be >= 1 or null, got {budget.subset}")
-    if not 0 <= budget.distillation <= 1:
-        fail(f"'budget.distillation' must lie in [0, 1], got {budget.distillation}")
     if budget.distillation > 0 and space.weights is None:
         fail("'budget.distillation' > 0 needs the original model's weights: pass --weights PATH or set distillation: 0")
     if not space.objectives:

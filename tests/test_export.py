@@ -13,7 +13,7 @@ import torch
 from optuna.trial import TrialState, create_trial
 
 import pdenas
-import pdenas.export as export_module
+import pdenas.export._formats as export_formats
 from pdenas.cli import main
 from pdenas.export import TOLERANCE, ExportError, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
@@ -155,14 +155,14 @@ def test_onnx_checked_with_the_reference_evaluator_without_onnxruntime(study_dir
 
 @pytest.mark.slow
 def test_onnx_falls_back_to_the_dynamo_exporter(study_dir, tmp_path, monkeypatch):
-    real = export_module._onnx_export
+    real = export_formats.onnx_export_once
 
     def legacy_fails(model, example, path, *, dynamo):
         if not dynamo:
             raise RuntimeError("unsupported operator")
         return real(model, example, path, dynamo=dynamo)
 
-    monkeypatch.setattr(export_module, "_onnx_export", legacy_fails)
+    monkeypatch.setattr(export_formats, "onnx_export_once", legacy_fails)
     result = export_trial(study_dir, trial=_candidate(study_dir).number, out=tmp_path, formats=["onnx"])
     assert result.onnx_exporter == "dynamo" and result.max_abs_diff["onnx"] <= TOLERANCE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.pt"]  # weights inside the .onnx

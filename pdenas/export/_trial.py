@@ -27,14 +27,8 @@ TorchScript; when it fails, the ``torch.export``-based one (needs ``onnxscript``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
-import io
 import math
-import shutil
-import tempfile
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,20 +37,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._util import atomic_write, first_line
+from .._util import first_line
+from ._errors import ExportError
+from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_table", "export_trial", "parse_formats"]
 
 FORMATS = ("pt", "torchscript", "onnx")
 TOLERANCE = 1e-4  # max absolute difference of the logits, exported vs eager
-ONNX_OPSET = 17  # the TorchScript-based exporter's; the torch.export-based one writes its own, 18
-ONNX_OPSET_DYNAMO = 18
-CHECK_BATCH = 8  # validation images the exported files are checked on (2 with the ONNX reference evaluator)
 TRACE_BATCH = 2  # traced on another batch size than the check's, so a fixed batch size would show
 
-
-class ExportError(Exception):
-    """A trial could not be exported; the one-line message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -142,20 +132,20 @@ def export_trial(
         ExportError: not a study directory, unknown/failed/unfinished/infeasible trial, unknown
             format, training diverged, an export failed or its outputs differ beyond the tolerance.
     """
-    from . import __version__
-    from .cost import latency, profile
-    from .report import ReportError, open_study, select_trial
-    from .search import SearchSpace, SearchSpaceError
-    from .search import _attrs as A
-    from .search._context import build_context
-    from .surgery import (
+    from .. import __version__
+    from ..cost import latency, profile
+    from ..report import ReportError, open_study, select_trial
+    from ..search import SearchSpace, SearchSpaceError
+    from ..search import _attrs as A
+    from ..search._context import build_context
+    from ..surgery import (
         CompressionPlan,
         PlanError,
         compress,
         load_compressed,
         save_compressed,
     )
-    from .train import TrainingDiverged, resolve_device, train_model
+    from ..train import TrainingDiverged, resolve_device, train_model
 
     say = _printer(console)
     formats = parse_formats(formats)
@@ -273,28 +263,28 @@ def export_trial(
 
     loaded = load_compressed(pt_path)
     with torch.no_grad():
-        diffs["pt"] = _max_diff(loaded(images), expected)
+        diffs["pt"] = max_abs_diff(loaded(images), expected)
     checked["pt"] = len(images)
 
     trace_input = images[:TRACE_BATCH] if len(images) > TRACE_BATCH else images
     if "torchscript" in formats:
         say("tracing TorchScript")
-        _export_torchscript(model, trace_input, ts_path)
+        export_torchscript(model, ts_path, trace_input)
         paths["torchscript"] = ts_path
-        with _quiet(), torch.no_grad():
+        with quiet(), torch.no_grad():
             scripted = torch.jit.load(str(ts_path), map_location="cpu")
-            diffs["torchscript"] = _max_diff(scripted(images), expected)
+            diffs["torchscript"] = max_abs_diff(scripted(images), expected)
         checked["torchscript"] = len(images)
 
     onnx_exporter = onnx_runtime = None
     if "onnx" in formats:
         say("exporting ONNX")
-        onnx_exporter = _export_onnx(model, trace_input, onnx_path, say)
+        onnx_exporter = export_onnx(model, onnx_path, trace_input, say=say)
         paths["onnx"] = onnx_path
-        run, onnx_runtime, limit = _onnx_runner(onnx_path)
+        run, onnx_runtime, limit = onnx_runner(onnx_path)
         sample = images[:limit]
         with torch.no_grad():
-            diffs["onnx"] = _max_diff(torch.from_numpy(run(sample.numpy())), model(sample))
+            diffs["onnx"] = max_abs_diff(torch.from_numpy(run(sample.numpy())), model(sample))
         checked["onnx"] = len(sample)
 
     result = ExportResult(
@@ -325,7 +315,7 @@ def export_table(result: ExportResult) -> Any:
     from rich import box
     from rich.table import Table
 
-    from .report import _format as fmt
+    from ..report import _format as fmt
 
     orig = result.original
     o_acc = orig.get("accuracy")
@@ -406,78 +396,6 @@ def _validation_images(data: Any, count: int) -> Tensor:
     raise ExportError("the study's validation split is empty: nothing to check the exported model on")
 
 
-def _max_diff(a: Tensor, b: Tensor) -> float:
-    if a.shape != b.shape:
-        return math.inf
-    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Silence the exporters' deprecation and tracer warnings and their progress prints."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
-
-
-def _export_torchscript(model: nn.Module, example: Tensor, path: Path) -> None:
-    try:
-        with _quiet(), torch.no_grad():
-            traced = torch.jit.trace(model, example, check_trace=False)
-            atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
-    except Exception as err:  # noqa: BLE001
-        raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
-
-
-def _export_onnx(model: nn.Module, example: Tensor, path: Path, say: Callable[[str], None]) -> str:
-    """Write ``path``; the exporter used: "torchscript" (dynamo=False), else "dynamo"."""
-    errors: list[str] = []
-    for name in ("torchscript", "dynamo"):
-        write = functools.partial(_onnx_export, model, example, dynamo=name == "dynamo")
-        try:
-            with _quiet():
-                atomic_write(path, write)
-            if errors:
-                say(f"the TorchScript-based ONNX exporter failed ({errors[0]}); used the torch.export-based one (dynamo=True)")
-            return name
-        except Exception as err:  # noqa: BLE001 - try the other exporter
-            errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
-    raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
-                      "(pip install 'pdenas[onnx]')?")
-
-
-def _onnx_export(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool) -> None:
-    names: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"]}
-    if dynamo:
-        batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},), verbose=False,
-                          opset_version=ONNX_OPSET_DYNAMO, external_data=False, **names)
-    else:
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)
-
-
-def _onnx_runner(path: Path) -> tuple[Callable[[Any], Any], str, int]:
-    """(run(numpy input) -> numpy logits, the runtime's name, how many images to check on)."""
-    try:
-        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
-    except ImportError:
-        ort = None
-    if ort is not None:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return (lambda x: session.run(None, {"input": x})[0]), f"onnxruntime {ort.__version__}", CHECK_BATCH
-    try:
-        from onnx.reference import ReferenceEvaluator
-    except ImportError:
-        raise ExportError(f"{path} was written but cannot be checked: install onnxruntime or onnx "
-                          "(pip install 'pdenas[onnx]')") from None
-    evaluator = ReferenceEvaluator(str(path))
-
-    def run(x: Any) -> Any:
-        outputs: Any = evaluator.run(None, {"input": x})
-        return outputs[0]
-
-    return run, "onnx.reference.ReferenceEvaluator", 2
 
 
 

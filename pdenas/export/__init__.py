@@ -1,0 +1,19 @@
+"""Export: a chosen trial rebuilt, trained and saved (``export_trial``, behind ``pdenas export``), and the
+writers that turn any model into a deployable file (``export_onnx``, ``export_torchscript``)."""
+
+from ._errors import ExportError
+from ._formats import export_onnx, export_torchscript, onnx_runner
+from ._trial import FORMATS, TOLERANCE, ExportResult, export_table, export_trial, parse_formats
+
+__all__ = [
+    "FORMATS",
+    "TOLERANCE",
+    "ExportError",
+    "ExportResult",
+    "export_onnx",
+    "export_table",
+    "export_torchscript",
+    "export_trial",
+    "onnx_runner",
+    "parse_formats",
+]

@@ -1,0 +1,108 @@
+"""Writing a model to a deployable file and running that file: TorchScript (``torch.jit.trace``) and ONNX
+(the TorchScript-based exporter, falling back to the ``torch.export``-based one; run with onnxruntime, or
+with ``onnx``'s reference evaluator where onnxruntime is missing).
+
+Every writer replaces its file atomically: a crash leaves the old file or none, never half of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import math
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._util import atomic_write, first_line
+from ._errors import ExportError
+
+__all__ = ["CHECK_BATCH", "ONNX_OPSET", "ONNX_OPSET_DYNAMO", "export_onnx", "export_torchscript", "max_abs_diff", "onnx_runner", "quiet"]
+
+ONNX_OPSET = 17  # the TorchScript-based exporter's; the torch.export-based one writes its own, 18
+ONNX_OPSET_DYNAMO = 18
+CHECK_BATCH = 8  # images an exported file is checked on (2 with the ONNX reference evaluator)
+
+
+@contextlib.contextmanager
+def quiet() -> Any:
+    """Silence the exporters' deprecation and tracer warnings and their progress prints."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> None:
+    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``)."""
+    path = Path(path)
+    try:
+        with quiet(), torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False)
+            atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
+
+
+def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Callable[[str], None] | None = None) -> str:
+    """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); the exporter
+    used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why)."""
+    path = Path(path)
+    errors: list[str] = []
+    for name in ("torchscript", "dynamo"):
+        write = functools.partial(onnx_export_once, model, example, dynamo=name == "dynamo")
+        try:
+            with quiet():
+                atomic_write(path, write)
+            if errors and say is not None:
+                say(f"the TorchScript-based ONNX exporter failed ({errors[0]}); used the torch.export-based one (dynamo=True)")
+            return name
+        except Exception as err:  # noqa: BLE001 - try the other exporter
+            errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
+    raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
+                      "(pip install 'pdenas[onnx]')?")
+
+
+def onnx_export_once(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool) -> None:
+    names: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"]}
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(model, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},), verbose=False,
+                          opset_version=ONNX_OPSET_DYNAMO, external_data=False, **names)
+    else:
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)
+
+
+def onnx_runner(path: str | Path) -> tuple[Callable[[Any], Any], str, int]:
+    """(run(numpy input) -> numpy logits, the runtime's name, how many images to check on)."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        ort = None
+    if ort is not None:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return (lambda x: session.run(None, {"input": x})[0]), f"onnxruntime {ort.__version__}", CHECK_BATCH
+    try:
+        from onnx.reference import ReferenceEvaluator
+    except ImportError:
+        raise ExportError(f"{path} was written but cannot be checked: install onnxruntime or onnx "
+                          "(pip install 'pdenas[onnx]')") from None
+    evaluator = ReferenceEvaluator(str(path))
+
+    def run(x: Any) -> Any:
+        outputs: Any = evaluator.run(None, {"input": x})
+        return outputs[0]
+
+    return run, "onnx.reference.ReferenceEvaluator", 2
+
+
+def max_abs_diff(a: Tensor, b: Tensor) -> float:
+    """The largest absolute difference of two outputs (inf when their shapes differ)."""
+    if a.shape != b.shape:
+        return math.inf
+    return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0

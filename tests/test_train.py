@@ -1,11 +1,21 @@
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from pdenas.data import load_dataset
-from pdenas.search import TrainBudget
-from pdenas.train import TrainingDiverged, evaluate, resolve_device, train_model
+from pdenas.train import (
+    TrainingDiverged,
+    TrainRecipe,
+    TrainRecipeError,
+    _scheduler,
+    bf16_supported,
+    evaluate,
+    recalibrate_batchnorm,
+    resolve_device,
+    train_model,
+)
 from pdenas.zoo import create_model
 
 
@@ -19,49 +29,152 @@ def _model():
     return create_model("resnet_tiny", in_channels=1)
 
 
-def test_training_learns_and_is_deterministic(digits):
-    budget = TrainBudget(epochs=4, batch_size=32, lr=0.05)
+def test_training_learns_and_is_deterministic(digits, one_thread):
+    recipe = TrainRecipe(epochs=8, batch_size=32, lr=0.05)
     before = evaluate(_model(), digits, device="cpu")
     losses: list[float] = []
-    a = train_model(_model(), digits, budget, seed=1, device="cpu", on_epoch=lambda e, n, loss: losses.append(loss))
-    b = train_model(_model(), digits, budget, seed=1, device="cpu")
-    assert losses[-1] < losses[0]
-    assert a.accuracy > before + 0.05
-    # same seed, same result (to rounding of multi-threaded kernels)
-    assert b.final_loss == pytest.approx(a.final_loss, rel=1e-3)
-    assert b.accuracy == pytest.approx(a.accuracy, abs=0.02)
-    assert a.epochs == 4 and a.train_time > 0
+    a = train_model(_model(), digits, recipe, seed=1, device="cpu", on_epoch=lambda e, n, loss: losses.append(loss))
+    b = train_model(_model(), digits, recipe, seed=1, device="cpu")
+    assert losses[-1] < 0.7 * losses[0]
+    assert a.accuracy > before + 0.25  # 10 classes: an untrained model sits near 0.1 (0.59 measured)
+    assert b.final_loss == a.final_loss and b.accuracy == a.accuracy  # same seed, one thread: the same run
+    assert a.epochs == 8 and a.resumed_from == 0
 
 
-def test_distillation_from_a_teacher_runs(digits):
-    budget = TrainBudget(epochs=1, batch_size=32, distillation=0.5)
+def test_distillation_pulls_the_student_towards_the_teacher(digits):
+    """With distillation weight 1 the labels do not count: a teacher that always says "8" is copied."""
     teacher = _model()
-    result = train_model(_model(), digits, budget, seed=0, device="cpu", teacher=teacher)
-    assert 0 <= result.accuracy <= 1
+    with torch.no_grad():
+        teacher.fc.weight.zero_()
+        teacher.fc.bias.zero_()
+        teacher.fc.bias[8] = 10.0
+    student = _model()
+    train_model(student, digits, TrainRecipe(epochs=2, batch_size=32, distillation=1.0, temperature=1.0), seed=0,
+                device="cpu", teacher=teacher)
+    # without distillation the same student trains on the labels instead
+    plain = _model()
+    train_model(plain, digits, TrainRecipe(epochs=2, batch_size=32), seed=0, device="cpu", teacher=teacher)
+    assert _share_of_eights(student, digits) > 0.9 > 0.2 > _share_of_eights(plain, digits)
+
+
+def _share_of_eights(model: torch.nn.Module, data) -> float:
+    with torch.no_grad():
+        x = next(iter(data.val_batches(200)))[0]
+        return float((model.eval()(x).argmax(1) == 8).float().mean())
 
 
 def test_divergence_is_reported(digits):
-    budget = dataclasses.replace(TrainBudget(epochs=2, batch_size=32), lr=1e8)
+    recipe = dataclasses.replace(TrainRecipe(epochs=2, batch_size=32), lr=1e8)
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
-        train_model(_model(), digits, budget, seed=0, device="cpu")
+        train_model(_model(), digits, recipe, seed=0, device="cpu")
 
 
 def test_device_auto_and_unavailable_cuda():
-    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
 
 
-def test_batchnorm_recalibration_matches_the_data(digits):
-    from pdenas.train import recalibrate_batchnorm
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": 0}, "'epochs' must be an integer >= 1, got 0"),
+        ({"lr": -1.0}, "'lr' must be a number > 0"),
+        ({"schedule": "linear"}, "'schedule' must be one of cosine, constant, onecycle"),
+        ({"warmup_epochs": 5}, "'warmup_epochs' must lie in [0, epochs) = [0, 5)"),
+        ({"label_smoothing": 1.0}, "'label_smoothing' must lie in [0, 1)"),
+        ({"precision": "fp16"}, "'precision' must be one of fp32, bf16, auto"),
+        ({"momentum": 1.5}, "'momentum' must lie in [0, 1)"),
+    ],
+)
+def test_a_bad_recipe_is_refused_with_the_setting_named(changes, message):
+    with pytest.raises(TrainRecipeError) as info:
+        TrainRecipe(**{"epochs": 5, **changes})
+    assert message in str(info.value)
 
+
+def _learning_rates(recipe: TrainRecipe, per_epoch: int) -> list[float]:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=recipe.lr, momentum=0.9)
+    scheduler = _scheduler(optimizer, recipe, per_epoch, recipe.epochs)
+    rates = []
+    for _ in range(per_epoch * recipe.epochs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_warmup_then_cosine_follows_the_closed_form():
+    recipe = TrainRecipe(epochs=4, lr=0.2, warmup_epochs=1, schedule="cosine")
+    per_epoch, warmup = 5, 5
+    total = per_epoch * recipe.epochs
+    expected = [
+        0.2 * (s + 1) / warmup if s < warmup else 0.2 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        for s in range(total)
+    ]
+    assert _learning_rates(recipe, per_epoch) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_constant_and_onecycle_schedules():
+    assert _learning_rates(TrainRecipe(epochs=2, lr=0.1, schedule="constant"), 3) == pytest.approx([0.1] * 6)
+    rates = _learning_rates(TrainRecipe(epochs=4, lr=0.4, schedule="onecycle", warmup_epochs=1), 10)
+    assert rates[0] == pytest.approx(0.4 / 25)  # OneCycleLR's start, lr / div_factor
+    assert max(rates) == pytest.approx(0.4, rel=1e-3) and rates.index(max(rates)) in (9, 10)  # the peak ends the warm-up
+    assert rates[-1] < 0.4 / 1000  # annealed towards lr / (div_factor * final_div_factor)
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(digits, tmp_path, one_thread):
+    recipe = TrainRecipe(epochs=3, batch_size=64)
+    whole = _model()
+    train_model(whole, digits, recipe, seed=2, device="cpu")
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch: int, epochs: int, loss: float) -> None:
+        if epoch == 2:
+            raise Stop
+
+    checkpoint = tmp_path / "train.pt"
+    with pytest.raises(Stop):
+        train_model(_model(), digits, recipe, seed=2, device="cpu", checkpoint=checkpoint, on_epoch=stop_after_two)
+    resumed = _model()
+    result = train_model(resumed, digits, recipe, seed=2, device="cpu", checkpoint=checkpoint)
+    assert result.resumed_from == 2
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    with pytest.raises(TrainRecipeError, match="another training run"):
+        train_model(_model(), digits, dataclasses.replace(recipe, lr=0.01), seed=2, device="cpu", checkpoint=checkpoint)
+
+
+@pytest.mark.skipif(not bf16_supported("cpu"), reason="this CPU does not compute bfloat16 natively")
+def test_bf16_autocast_trains_about_as_well_as_fp32(digits):
+    recipe = TrainRecipe(epochs=8, batch_size=32, lr=0.05)
+    fp32 = train_model(_model(), digits, recipe, seed=1, device="cpu")
+    bf16 = train_model(_model(), digits, dataclasses.replace(recipe, precision="bf16"), seed=1, device="cpu")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    # this tiny problem is noisy (accuracy 0.40-0.63 across thread counts): compare the training losses
+    assert bf16.accuracy > 0.35 and abs(bf16.final_loss - fp32.final_loss) < 0.3 * fp32.final_loss
+    auto = train_model(_model(), digits, TrainRecipe(epochs=1, batch_size=32, precision="auto"), seed=0, device="cpu")
+    assert auto.precision == "bf16"
+
+
+def test_trained_model_comes_back_in_the_default_memory_format(digits):
+    model = _model()
+    train_model(model, digits, TrainRecipe(epochs=1, batch_size=64, channels_last=True), seed=0, device="cpu")
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_batchnorm_recalibration_matches_the_data(digits):
     model = _model()
     bn = model.bn1
+    frozen = model.layer1[0].bn1
+    frozen.eval()  # a frozen BatchNorm must stay frozen
     recalibrate_batchnorm(model, digits, batch_size=50, device=torch.device("cpu"), max_images=10_000)
     with torch.no_grad():
         pres = [model.conv1(x) for x, _ in digits.train_batches(50, seed=0, augment=False)]  # inputs of bn1
     # a cumulative average over equal batches: the mean of the batch means and of the batch variances
     torch.testing.assert_close(bn.running_mean, torch.stack([p.mean((0, 2, 3)) for p in pres]).mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.running_var, torch.stack([p.var((0, 2, 3)) for p in pres]).mean(0), rtol=1e-4, atol=1e-5)
-    assert bn.momentum == 0.1 and model.training
+    assert bn.momentum == 0.1 and model.training and bn.training and not frozen.training

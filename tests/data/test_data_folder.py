@@ -85,7 +85,7 @@ def test_cifar_jpegs_folder_and_archive(cifar_folder: Path, tmp_path: Path, make
 
 
 def test_disk_cache_is_written_and_reused(tmp_path: Path, write_digit_folder: Callable, make_tar: Callable) -> None:
-    write_digit_folder(tmp_path / "src", per_class=4)
+    write_digit_folder(tmp_path / "src", per_class=10)
     archive = make_tar(tmp_path / "src", tmp_path / "src.tar.gz", arcname="train")
     cache = tmp_path / "mycache"
     first = load_dataset(str(archive), cache_dir=cache)
@@ -104,12 +104,12 @@ def test_default_cache_dir_comes_from_the_environment(
     tmp_path: Path, _private_cache: Path, write_digit_folder: Callable
 ) -> None:
     write_digit_folder(tmp_path / "src", per_class=2, classes=2)
-    load_dataset(str(tmp_path / "src"))
+    load_dataset(str(tmp_path / "src"), val_fraction=0.5)
     assert len(list(_private_cache.glob("src-*.pt"))) == 1
 
 
 def test_corrupt_cache_file_is_ignored_and_rebuilt(tmp_path: Path, write_digit_folder: Callable) -> None:
-    write_digit_folder(tmp_path / "src", per_class=3, classes=3)
+    write_digit_folder(tmp_path / "src", per_class=10, classes=3)
     first = load_dataset(str(tmp_path / "src"), cache_dir=tmp_path / "c")
     (cache_file,) = (tmp_path / "c").glob("*.pt")
     cache_file.write_bytes(b"\x00garbage, not a torch file")
@@ -222,6 +222,6 @@ def test_unwritable_cache_only_warns(tmp_path: Path, write_digit_folder: Callabl
     write_digit_folder(tmp_path / "src", per_class=2, classes=2)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        data = load_dataset(str(tmp_path / "src"), cache_dir=cache)
+        data = load_dataset(str(tmp_path / "src"), cache_dir=cache, val_fraction=0.5)
     assert data.train_x.shape[0] > 0
     assert any("could not write the decoded-image cache" in str(w.message) for w in record)

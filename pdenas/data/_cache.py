@@ -20,7 +20,7 @@ import torch
 __all__ = ["CACHE_ENV", "cache_file", "read_cache", "resolve_cache_dir", "write_cache"]
 
 CACHE_ENV = "PDENAS_CACHE_DIR"
-_FORMAT = 1  # bump when the layout of a cache file changes
+_FORMAT = 2  # bump when the layout of a cache file, or which files are read, changes (2: no .gif)
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path:

@@ -223,7 +223,10 @@ class DirectoryLock:
                 f"{self.path.parent} is in use by a running pdenas search ({self._holder()}): wait for it, stop it, "
                 "or add workers to it with --workers"
             ) from None
-        atomic_write_text(self.holder_path, f"pid {os.getpid()} on {socket.gethostname()}")
+        try:
+            atomic_write_text(self.holder_path, f"pid {os.getpid()} on {socket.gethostname()}")
+        except OSError:  # the note only names the holder in a refusal; the lock is what counts
+            pass
         return self
 
     def __exit__(self, *exc: object) -> None:

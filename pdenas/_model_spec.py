@@ -25,7 +25,7 @@ from torch import nn
 from ._util import first_line
 from .zoo import create_model, list_models
 
-__all__ = ["ModelSpecError", "WeightsError", "build_model", "load_weights", "describe_key_mismatch"]
+__all__ = ["ModelSpecError", "WeightsError", "build_model", "load_weights", "describe_key_mismatch", "read_tensor_file"]
 
 _Pair = tuple[int, int]
 _Padding = Union[str, tuple[int, int]]
@@ -55,6 +55,19 @@ def build_model(spec: str, *, num_classes: int = 10, in_channels: int = 3) -> nn
     raise ModelSpecError(_unknown_model_message(spec))
 
 
+def read_tensor_file(path: Path, error: type[Exception], *, missing: str, prefix: str = "", hint: str = "") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``; a missing file raises ``error(missing)``
+    and an unreadable one (not a torch file, a pickled object) ``error`` with one line saying why."""
+    if not path.is_file():
+        raise error(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unpickling errors become one line
+        raise error(
+            f"{prefix}cannot read {path} with torch.load(weights_only=True) ({type(err).__name__}: {first_line(err)}){hint}"
+        ) from None
+
+
 def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
     """Load a state dict saved with ``torch.save`` into ``model`` (in place) and return ``model``.
 
@@ -62,15 +75,10 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     prefix (``nn.DataParallel``) is removed. A mismatch names the missing and unexpected keys.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"--weights: no file at {path}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling errors become one line
-        raise WeightsError(
-            f"--weights: cannot read {path} with torch.load(weights_only=True) ({type(err).__name__}: "
-            f"{first_line(err)}); save weights with torch.save(model.state_dict(), path)"
-        ) from None
+    loaded = read_tensor_file(
+        path, WeightsError, missing=f"--weights: no file at {path}", prefix="--weights: ",
+        hint="; save weights with torch.save(model.state_dict(), path)",
+    )
     state = _state_dict_of(loaded, path)
     state = _strip_prefix(state, "module.", model)
     problem = _mismatch(model, state, strict=strict)

@@ -11,13 +11,11 @@ padding, horizontal flip where valid). New datasets register with ``@register_da
 from . import _digits, _torchvision  # noqa: F401  (registers the built-in datasets)
 from ._batches import Batches, augment_batch, iterate_batches
 from ._errors import DataError
-from ._folder import IMAGE_EXTENSIONS
 from ._image_data import ImageData
 from ._load import clear_memo, load_dataset
 from ._registry import RawImages, list_datasets, register_dataset
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "Batches",
     "DataError",
     "ImageData",

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._util import atomic_write
+
 __all__ = ["CACHE_ENV", "cache_file", "read_cache", "resolve_cache_dir", "write_cache"]
 
 CACHE_ENV = "PDENAS_CACHE_DIR"
-_FORMAT = 1  # bump when the layout of a cache file changes
+_FORMAT = 2  # bump when the layout of a cache file, or which files are read, changes (2: no .gif)
 
 
 def resolve_cache_dir(cache_dir: str | Path | None) -> Path:
@@ -54,16 +55,7 @@ def write_cache(path: Path, payload: dict[str, Any]) -> None:
     """Save ``payload`` at ``path`` atomically; warn (once, one line) and go on if that fails."""
     payload = {**payload, "format": _FORMAT}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is meant to be shared
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))  # mode 644: the cache is meant to be shared
     except OSError as err:
         warnings.warn(
             f"could not write the decoded-image cache {path} ({err.strerror or err}): images will be decoded "

@@ -2,9 +2,12 @@
 
 The level holding the class folders is found automatically: an archive (or folder) may wrap them in
 one top folder such as ``train/``, and when the top level holds split folders one of which is
-``train/``, that one is used. Class names are the sorted folder names (as torchvision's ImageFolder
-gives them) and images are ordered by path, so a folder and an archive of it give identical tensors.
-Archive members are read straight from the archive, never extracted to disk.
+``train/``, that one is used. Class names are the sorted folder names and an image is a file with one
+of torchvision's ``IMG_EXTENSIONS``, as torchvision's ``ImageFolder`` has them (its ``find_classes``
+is not called: it reads one level of a real folder, while archives have none, and it takes hidden
+folders such as ``.ipynb_checkpoints`` for classes); images are ordered by path, so a folder and an
+archive of it give identical tensors. Archive members are read straight from the archive, never
+extracted to disk. Grayscale, palette, CMYK and RGBA images are all converted to RGB.
 
 Each image is decoded once: the uint8 tensors are saved in the cache folder, keyed by the absolute
 path, the size and modification time of the archive (of every file, for a folder) and ``image_size``,
@@ -31,7 +34,6 @@ from ._registry import RawImages
 
 __all__ = [
     "ARCHIVE_SUFFIXES",
-    "IMAGE_EXTENSIONS",
     "archive_fingerprint",
     "dataset_name",
     "folder_stamp",
@@ -39,7 +41,6 @@ __all__ = [
     "load_image_folder",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 _SPLIT_FOLDER = "train"
 
@@ -119,20 +120,28 @@ def dataset_name(path: Path) -> str:
     return name
 
 
-def _is_image(parts: Parts) -> bool:
+def _image_extensions() -> tuple[str, ...]:
+    """torchvision's ``IMG_EXTENSIONS`` (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS  # imported here: torchvision is slow to import
+
+    return tuple(IMG_EXTENSIONS)
+
+
+def _is_image(parts: Parts, extensions: tuple[str, ...]) -> bool:
     hidden = any(part.startswith(".") or part == "__MACOSX" for part in parts)
-    return bool(parts) and not hidden and parts[-1].lower().endswith(IMAGE_EXTENSIONS)
+    return bool(parts) and not hidden and parts[-1].lower().endswith(extensions)
 
 
 def _scan_folder(path: Path) -> list[tuple[Parts, Path]]:
     """Image files under ``path`` as (relative parts, file), hidden files and folders left out."""
+    extensions = _image_extensions()
     found: list[tuple[Parts, Path]] = []
     for folder, subfolders, files in os.walk(path, followlinks=True):
         subfolders[:] = [d for d in subfolders if not d.startswith(".") and d != "__MACOSX"]
         rel = Path(folder).relative_to(path).parts
         for file in files:
             parts = (*rel, file)
-            if _is_image(parts):
+            if _is_image(parts, extensions):
                 found.append((parts, Path(folder, file)))
     return found
 
@@ -168,13 +177,14 @@ def archive_fingerprint(path: Path) -> str:
 def _read_archive(path: Path, names: list[Parts]) -> Iterator[bytes]:
     """The image members of the tar archive ``path``, read in one sequential pass: yields each
     member's bytes and appends its name parts to ``names``."""
+    extensions = _image_extensions()
     try:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
                 if not member.isfile():
                     continue
                 parts = tuple(part for part in member.name.split("/") if part not in ("", "."))
-                if not _is_image(parts):
+                if not _is_image(parts, extensions):
                     continue
                 stream = archive.extractfile(member)
                 if stream is None:

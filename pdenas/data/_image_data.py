@@ -4,8 +4,6 @@ the statistics and flags the training loop needs and convenience batch iterators
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import torch
 from torch import Tensor
 
@@ -83,24 +81,3 @@ class ImageData:
         return Batches(
             self.val_x, self.val_y, batch_size=batch_size, mean=self.mean, std=self.std, device=device,
         )
-
-    def describe(self) -> dict[str, Any]:
-        """A JSON-friendly summary for the study configuration (identical for identical data)."""
-        return {
-            "name": self.name,
-            "source": self.source,
-            "num_classes": self.num_classes,
-            "classes": list(self.classes),
-            "input_size": list(self.input_size),
-            "train_size": int(self.train_y.numel()),
-            "val_size": int(self.val_y.numel()),
-            "train_per_class": torch.bincount(self.train_y, minlength=self.num_classes).tolist(),
-            "val_per_class": torch.bincount(self.val_y, minlength=self.num_classes).tolist(),
-            "seed": self.seed,
-            "val_fraction": self.val_fraction,
-            "subset": self.subset,
-            "mean": [round(v, 6) for v in self.mean],
-            "std": [round(v, 6) for v in self.std],
-            "hflip": self.hflip,
-            "skipped": self.skipped,
-        }

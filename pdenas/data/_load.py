@@ -45,8 +45,10 @@ def load_dataset(
             ``.tar.gz`` or ``.tgz`` archive of one. Registered names win over same-named folders
             (write ``./digits`` for the folder).
         seed: seeds the split and the subset; the same seed gives the same split.
-        val_fraction: fraction of each class held out for validation, in [0, 1).
-        subset: keep at most this many training images (stratified); validation is unaffected.
+        val_fraction: fraction of each class held out for validation, in [0, 1); each class must
+            have enough images to give at least one to training and one to validation.
+        subset: keep at most this many training images (stratified, at least one per class);
+            validation is unaffected.
         image_size: resize every image to ``image_size`` x ``image_size``.
         cache_dir: downloads and decoded images; default ``$PDENAS_CACHE_DIR`` or ``~/.cache/pdenas``.
     """
@@ -64,9 +66,9 @@ def load_dataset(
         _validate(raw, name)
     _remember(_RAW_MEMO, raw_key, raw)
 
-    train, val = stratified_split(raw.y, val_fraction=val_fraction, seed=seed)
+    train, val = stratified_split(raw.y, val_fraction=val_fraction, seed=seed, classes=raw.classes)
     if subset is not None and subset < train.numel():
-        train = train[stratified_subset(raw.y[train], subset, seed=seed)]
+        train = train[stratified_subset(raw.y[train], subset, seed=seed, classes=raw.classes)]
     train_x = raw.x.index_select(0, train)  # (N, C, H, W), a copy: the split never aliases the memo
     mean, std = channel_stats(train_x)
     data = ImageData(
@@ -137,6 +139,12 @@ def _validate(raw: RawImages, name: str) -> None:
         raise DataError(f"dataset {name!r} has no images")
     if int(y.min()) < 0 or int(y.max()) >= len(raw.classes):
         raise DataError(f"dataset {name!r} has labels outside [0, {len(raw.classes)}) (one per class name)")
+    if len(raw.classes) < 2:
+        found = f" ({raw.classes[0]!r})" if raw.classes else ""
+        raise DataError(
+            f"dataset {name!r} has {len(raw.classes)} class{found}: a classifier needs at least 2; "
+            "put each class's images in a folder of its own (PATH/<class>/<image>)"
+        )
 
 
 def _remember(memo: OrderedDict, key: Hashable, value: object) -> None:

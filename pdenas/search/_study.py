@@ -8,16 +8,16 @@ against it is refused, never mixed in.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock, Timeout
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -25,7 +25,7 @@ from .._urls import mask_url
 from . import _attrs as A
 from ._space import SearchSpace
 from ._storage import StorageOptions, StudyError, open_rdb_storage
-from .._util import first_line
+from .._util import atomic_write_text, first_line
 
 __all__ = ["StudyLocation", "StudyError", "StorageOptions", "open_storage", "check_compatible", "DirectoryLock"]
 
@@ -203,35 +203,40 @@ class DirectoryLock:
     """An exclusive lock on a study directory held by one ``pdenas search`` (and its workers).
 
     Because the holder is the only process that runs trials in the directory, every trial it finds
-    RUNNING when it starts was left by a process that died.
+    RUNNING when it starts was left by a process that died. The lock is ``filelock``'s (an OS file
+    lock on ``.lock``: released by the kernel when the holder dies), taken without waiting; who holds
+    it is written beside it in ``.lock.holder`` (a contender may truncate ``.lock`` itself), so a
+    second search is refused with one line naming the holder.
     """
 
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / ".lock"
-        self._file: Any = None
+        self.holder_path = Path(directory) / ".lock.holder"
+        self._lock = FileLock(str(self.path), timeout=0)
 
     def __enter__(self) -> "DirectoryLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a+")
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            self._file.seek(0)
-            holder = self._file.read().strip() or "another process"
-            self._file.close()
+            self._lock.acquire()
+        except Timeout:
             raise StudyError(
-                f"{self.path.parent} is in use by a running pdenas search ({holder}): wait for it, stop it, "
+                f"{self.path.parent} is in use by a running pdenas search ({self._holder()}): wait for it, stop it, "
                 "or add workers to it with --workers"
             ) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"pid {os.getpid()}")
-        self._file.flush()
+        try:
+            atomic_write_text(self.holder_path, f"pid {os.getpid()} on {socket.gethostname()}")
+        except OSError:  # the note only names the holder in a refusal; the lock is what counts
+            pass
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-            self._file.close()
+        if self._lock.is_locked:
+            self.holder_path.unlink(missing_ok=True)  # before the release: the next holder's note stays
+            self._lock.release()
+
+    def _holder(self) -> str:
+        try:
+            text = " ".join(self.holder_path.read_text(errors="replace").split())
+        except OSError:  # not written yet, or removed as the holder finished
+            text = ""
+        return text[:120] or "another process"

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from .._model_spec import ModelSpecError, build_model, describe_key_mismatch
+from .._model_spec import ModelSpecError, build_model, describe_key_mismatch, read_tensor_file
 from ._compress import compress
 from ._plan import CompressionPlan, PlanError
 from .._util import preserved_modes
@@ -91,7 +91,7 @@ def load_compressed(path: str | Path, *, map_location: str | torch.device = "cpu
     The returned module carries ``pdenas_plan`` (the :class:`CompressionPlan`), ``pdenas_spec``
     (``{"spec", "num_classes", "in_channels", "input_size"}``) and ``pdenas_metadata`` (a dict).
     """
-    checkpoint = _read(Path(path), map_location)
+    checkpoint = _read(Path(path))
     spec = checkpoint["model"]
     input_size = _input_size(checkpoint["input_size"])
     try:
@@ -109,14 +109,8 @@ def load_compressed(path: str | Path, *, map_location: str | torch.device = "cpu
     return model
 
 
-def _read(path: Path, map_location: str | torch.device) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"no compressed-model checkpoint at {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unpickling errors become one line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True): {first}") from None
+def _read(path: Path) -> dict[str, Any]:
+    checkpoint = read_tensor_file(path, CheckpointError, missing=f"no compressed-model checkpoint at {path}")
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path} is not a pdenas compressed-model checkpoint (write one with save_compressed; "

@@ -45,7 +45,6 @@ What this finds (3x32x32 or 3x64x64 inputs; the names do not depend on the input
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
@@ -55,7 +54,6 @@ from torch.nn.modules.conv import _ConvNd
 
 from ..cost import count_params, macs_by_module
 from ..nn import GlobalLayer
-from .._util import preserved_modes
 from ._trace import Call, Trace, feeds, trace
 
 __all__ = ["Stage", "NoStagesError", "STAGE_DEFINITION", "find_stages", "find_stages_traced"]
@@ -126,7 +124,7 @@ def find_stages(model: nn.Module, example_input: Tensor, *, macs: bool = True) -
     Args:
         model: any CNN; it is not modified (eval mode during the pass, flags restored).
         example_input: a (B, C, H, W) batch the model accepts; B = 1 or 2 is enough.
-        macs: measure ``block_macs`` with fvcore; False sets it to 0 (faster).
+        macs: measure ``block_macs`` with :func:`pdenas.cost.macs_by_module`; False sets it to 0 (faster).
 
     Raises:
         NoStagesError: the model has no stage.
@@ -142,7 +140,7 @@ def find_stages_traced(model: nn.Module, example_input: Tensor, *, macs: bool = 
     runs = _Search(recorded, _parent_counts(model)).runs(model)
     if not runs:
         raise NoStagesError(_no_stages_message(model))
-    macs_of = _module_macs(model, example_input, recorded) if macs else {}
+    macs_of = macs_by_module(model, example_input) if macs else {}  # honest MACs per module path, per sample
     names = _names(runs)
     return [_to_stage(run, name, model, macs_of) for run, name in zip(runs, names)], recorded
 
@@ -373,35 +371,6 @@ def _to_stage(run: _Run, name: str, model: nn.Module, macs_of: dict[str, int]) -
         block_macs=sum(macs_of.get(c.path, 0) for c in block.children),
         block_params=sum(count_params(c.module) for c in block.children),
     )
-
-
-def _module_macs(model: nn.Module, example_input: Tensor, recorded: Trace) -> dict[str, int]:
-    """Honest MACs per module path (fvcore); convolution and linear MACs if the model can't be traced."""
-    try:
-        with preserved_modes(model, False):  # macs_by_module restores only the root's train flag; restore them all
-            return macs_by_module(model, example_input)
-    except Exception:  # noqa: BLE001 - fvcore's tracer refuses some models; fall back to the hooks
-        return _weighted_macs(model, recorded, batch=max(int(example_input.shape[0]), 1))
-
-
-def _weighted_macs(model: nn.Module, recorded: Trace, *, batch: int) -> dict[str, int]:
-    own: dict[str, int] = {}
-    for path, module in model.named_modules():
-        call = recorded.of(module)
-        if call is None or call.out is None:
-            continue
-        if isinstance(module, _ConvNd):  # out elements x (C_in / groups) x kernel
-            per_out = module.in_channels // module.groups * math.prod(module.kernel_size)
-            own[path] = call.out.numel() // batch * per_out
-        elif isinstance(module, nn.Linear):
-            own[path] = call.out.numel() // batch * module.in_features
-    totals: dict[str, int] = {}
-    for path, value in own.items():  # add each layer's MACs to all its enclosing modules
-        parts = path.split(".")
-        for i in range(len(parts) + 1):
-            prefix = ".".join(parts[:i])
-            totals[prefix] = totals.get(prefix, 0) + value
-    return totals
 
 
 def _no_stages_message(model: nn.Module) -> str:

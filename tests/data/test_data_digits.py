@@ -34,18 +34,6 @@ def test_digits_image_size() -> None:
     assert data.crop_padding == 2  # 4 pixels at 32x32, scaled
 
 
-def test_describe_counts() -> None:
-    data = load_dataset("digits", seed=3, val_fraction=0.2, subset=500)
-    info = data.describe()
-    assert info["name"] == "digits" and info["num_classes"] == 10 and info["input_size"] == [1, 32, 32]
-    assert info["train_size"] == 500 == sum(info["train_per_class"])
-    assert info["val_size"] == data.val_y.numel() == sum(info["val_per_class"])
-    assert (info["seed"], info["val_fraction"], info["subset"]) == (3, 0.2, 500)
-    assert info["hflip"] is False and info["skipped"] == 0
-    assert len(info["mean"]) == 1 and len(info["std"]) == 1
-    assert info == load_dataset("digits", seed=3, val_fraction=0.2, subset=500).describe()
-
-
 def test_mean_std_are_those_of_the_training_images() -> None:
     data = load_dataset("digits")
     pixels = data.train_x.double() / 255

@@ -332,7 +332,7 @@ def test_undecodable_image_is_skipped_with_a_one_line_warning_and_counted(tiny_y
     folder = tmp_path / "imgs"
     for label in range(10):
         (folder / str(label)).mkdir(parents=True)
-        for i in range(4):
+        for i in range(5):  # 5 per class: val_fraction 0.2 gives each class a validation image
             Image.new("RGB", (8, 8), (25 * label, 10 * i, 100)).save(folder / str(label) / f"{i}.png")
     (folder / "3" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
     config = tiny_yaml(trials=1, subset=40)

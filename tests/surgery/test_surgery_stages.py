@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+from pdenas.cost import macs_by_module
 from pdenas.surgery import ExampleInputError, NoStagesError, Stage, find_stages
 from pdenas.zoo import create_model
 from .surgery_helpers import ListNet, assert_unchanged, plain_cnn, snapshot, two_layer_cnn
@@ -20,6 +21,18 @@ def test_resnet_stages_record_paths_shapes_and_the_transition_block():
     assert layer2.block_paths == (("layer2.0",), ("layer2.1",), ("layer2.2",))  # layer2.0 is the transition
     assert (layer2.channels, layer2.height, layer2.width, layer2.m) == (32, 16, 16, 3)
     assert layer2.block_macs > 0 and layer2.block_params == 2 * (32 * 32 * 9 + 2 * 32)
+
+
+def test_block_macs_are_pdenas_cost_figures_for_the_second_block():
+    model, x = create_model("resnet20"), torch.randn(2, 3, 32, 32)
+    by_module = macs_by_module(model, x)
+    for stage in find_stages(model, x):
+        assert stage.block_macs == sum(by_module[path] for path in stage.block_paths[1])
+    vgg = torchvision.models.vgg11_bn(num_classes=10)  # a block of three children: conv, BN, ReLU
+    stage = find_stages(vgg, x)[0]
+    assert len(stage.block_paths[1]) == 3
+    assert stage.block_macs == sum(macs_by_module(vgg, x)[path] for path in stage.block_paths[1])
+    assert all(s.block_macs == 0 for s in find_stages(model, x, macs=False))
 
 
 def test_the_top_level_of_a_resnet_is_not_a_stage():

@@ -117,7 +117,7 @@ def _layers_table(model: Any, example: Any) -> Any:
 
 
 def _search_space(args: argparse.Namespace) -> Any:
-    from .search import SearchSpace, default_space_path
+    from .search import SearchConfig, default_space_path
 
     config = Path(args.config) if args.config else default_space_path()
     overrides = {
@@ -131,7 +131,7 @@ def _search_space(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "device": args.device,
     }
-    return SearchSpace.from_yaml(config, **overrides), config
+    return SearchConfig.from_yaml(config, **overrides), config
 
 
 def _location(args: argparse.Namespace, config: Path) -> Any:
@@ -395,7 +395,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user: printed as one line, no traceback."""
     errors: list[type[BaseException]] = [FileNotFoundError, PermissionError]
     for module, names in (
-        ("pdenas.search", ("SearchSpaceError", "StudyError")),
+        ("pdenas.search", ("SearchConfigError", "StudyError")),
         ("pdenas.surgery", ("NoStagesError", "PlanError", "ModelSpecError")),
         ("pdenas.data", ("DataError",)),
         ("pdenas.report", ("ReportError",)),

@@ -17,7 +17,7 @@ import pdenas.export._formats as export_formats
 from pdenas.cli import main
 from pdenas.export import TOLERANCE, ExportError, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
-from pdenas.search import SearchSpace, StudyLocation, search
+from pdenas.search import SearchConfig, StudyLocation, search
 from pdenas.search import _attrs as A
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
@@ -58,7 +58,7 @@ def study_dir(tmp_path_factory) -> Path:
     config = root / "tiny.yaml"
     config.write_text(TINY)
     directory = root / "study"
-    result = search(SearchSpace.from_yaml(config), location=StudyLocation(directory))
+    result = search(SearchConfig.from_yaml(config), location=StudyLocation(directory))
     torch.set_num_threads(before)
     assert result.completed == 3 and result.failed == 0
     return directory

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from pdenas.data import load_dataset
-from pdenas.search import TrainBudget
-from pdenas.train import TrainingDiverged, evaluate, resolve_device, train_model
+from pdenas.train import TrainingDiverged, TrainRecipe, evaluate, resolve_device, train_model
 from pdenas.zoo import create_model
 
 
@@ -20,7 +19,7 @@ def _model():
 
 
 def test_training_learns_and_is_deterministic(digits):
-    budget = TrainBudget(epochs=4, batch_size=32, lr=0.05)
+    budget = TrainRecipe(epochs=4, batch_size=32, lr=0.05)
     before = evaluate(_model(), digits, device="cpu")
     losses: list[float] = []
     a = train_model(_model(), digits, budget, seed=1, device="cpu", on_epoch=lambda e, n, loss: losses.append(loss))
@@ -34,14 +33,14 @@ def test_training_learns_and_is_deterministic(digits):
 
 
 def test_distillation_from_a_teacher_runs(digits):
-    budget = TrainBudget(epochs=1, batch_size=32, distillation=0.5)
+    budget = TrainRecipe(epochs=1, batch_size=32, distillation=0.5)
     teacher = _model()
     result = train_model(_model(), digits, budget, seed=0, device="cpu", teacher=teacher)
     assert 0 <= result.accuracy <= 1
 
 
 def test_divergence_is_reported(digits):
-    budget = dataclasses.replace(TrainBudget(epochs=2, batch_size=32), lr=1e8)
+    budget = dataclasses.replace(TrainRecipe(epochs=2, batch_size=32), lr=1e8)
     with pytest.raises(TrainingDiverged, match="lower the learning rate"):
         train_model(_model(), digits, budget, seed=0, device="cpu")
 

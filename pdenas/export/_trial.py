@@ -135,7 +135,7 @@ def export_trial(
     from .. import __version__
     from ..cost import latency, profile
     from ..report import ReportError, open_study, select_trial
-    from ..search import SearchSpace, SearchSpaceError
+    from ..search import SearchConfig, SearchConfigError
     from ..search import _attrs as A
     from ..search._context import build_context
     from ..surgery import (
@@ -170,9 +170,9 @@ def export_trial(
     if not isinstance(config, dict):
         raise ExportError(f"{study_dir}: the study holds no pdenas configuration ({A.CONFIG!r}): it was not made by pdenas search")
     try:
-        space = dataclasses.replace(SearchSpace.from_dict(config), device=str(train_device))
+        space = dataclasses.replace(SearchConfig.from_dict(config), device=str(train_device))
         plan = CompressionPlan.from_dict(plan_dict)
-    except (SearchSpaceError, PlanError) as err:
+    except (SearchConfigError, PlanError) as err:
         raise ExportError(f"trial {chosen.number} of {study_dir} cannot be rebuilt: {err}") from None
     plan_text = str(chosen.user_attrs.get(A.PLAN_TEXT) or plan.describe())
     pt_path, ts_path, onnx_path = _paths(out, study_dir, chosen.number)
@@ -181,7 +181,7 @@ def export_trial(
     # ---- the data and the base model exactly as the search built them
     try:
         ctx = build_context(space)
-    except (ValueError, OSError) as err:  # SearchSpaceError, DataError, ModelSpecError/WeightsError, missing files
+    except (ValueError, OSError) as err:  # SearchConfigError, DataError, ModelSpecError/WeightsError, missing files
         raise ExportError(f"cannot rebuild the study's data and model: {first_line(err)}") from None
     torch.manual_seed(space.seed)
     try:

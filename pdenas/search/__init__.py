@@ -2,15 +2,15 @@
 versus MACs, with real training, resumable after any crash."""
 
 from ._runner import SearchResult, create_or_load_study, recover_stale_trials, run_worker, search
-from ._space import (
+from ._config import (
+    OBJECTIVES,
     Constraints,
     FloatRange,
     IntRange,
     SamplerConfig,
+    SearchConfig,
+    SearchConfigError,
     SearchSpace,
-    SearchSpaceError,
-    StageChoices,
-    TrainBudget,
 )
 from ._study import StorageOptions, StudyError, StudyLocation, open_storage, read_config
 from ._storage import StorageUnavailable
@@ -18,20 +18,20 @@ from ._progress import SearchProgress, pareto_rows
 from ._defaults import default_space_path
 
 __all__ = [
+    "OBJECTIVES",
     "Constraints",
     "FloatRange",
     "IntRange",
     "SamplerConfig",
     "SearchProgress",
+    "SearchConfig",
+    "SearchConfigError",
     "SearchResult",
     "SearchSpace",
-    "SearchSpaceError",
-    "StageChoices",
     "StorageOptions",
     "StorageUnavailable",
     "StudyError",
     "StudyLocation",
-    "TrainBudget",
     "create_or_load_study",
     "default_space_path",
     "open_storage",

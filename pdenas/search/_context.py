@@ -12,7 +12,7 @@ from ..cost import Cost, latency, profile
 from ..data import load_dataset
 from ..surgery import Stage, build_model, find_stages, load_weights
 from ..train import resolve_device
-from ._space import SearchSpace, SearchSpaceError
+from ._config import SearchConfig, SearchConfigError
 from ._suggest import select_stages
 
 __all__ = ["SearchContext", "build_context"]
@@ -20,7 +20,7 @@ __all__ = ["SearchContext", "build_context"]
 
 @dataclass
 class SearchContext:
-    space: SearchSpace
+    config: SearchConfig
     base_model: nn.Module
     stages: list[Stage]  # the stages the search may touch
     data: object  # pdenas.data.ImageData
@@ -36,33 +36,33 @@ class SearchContext:
         return torch.zeros(2, *self.input_size)
 
 
-def build_context(space: SearchSpace) -> SearchContext:
-    device = resolve_device(space.device)
-    budget = space.budget
+def build_context(config: SearchConfig) -> SearchContext:
+    device = resolve_device(config.device)
+    budget = config.budget
     data = load_dataset(
-        space.dataset, seed=space.seed, val_fraction=budget.val_fraction, subset=budget.subset, image_size=space.image_size
+        config.dataset, seed=config.seed, val_fraction=budget.val_fraction, subset=budget.subset, image_size=config.image_size
     )
-    num_classes = space.num_classes or data.num_classes
+    num_classes = config.num_classes or data.num_classes
     input_size = tuple(data.input_size)
-    torch.manual_seed(space.seed)
-    model = build_model(space.model, num_classes=num_classes, in_channels=input_size[0])
-    if space.weights:
-        load_weights(model, space.weights)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes=num_classes, in_channels=input_size[0])
+    if config.weights:
+        load_weights(model, config.weights)
     example = torch.zeros(2, *input_size)
-    stages = select_stages(find_stages(model, example), space.space)
+    stages = select_stages(find_stages(model, example), config.space)
     original = profile(model, input_size)
-    original_latency = latency(model, input_size, repeats=10) * 1000 if _wants_latency(space) else None
-    max_macs = _absolute(space.constraints.max_macs, original.macs)
-    max_params = _absolute(space.constraints.max_params, original.params)
+    original_latency = latency(model, input_size, repeats=10) * 1000 if _wants_latency(config) else None
+    max_macs = _absolute(config.constraints.max_macs, original.macs)
+    max_params = _absolute(config.constraints.max_params, original.params)
     ctx = SearchContext(
-        space, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params
+        config, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params
     )
     _check_budget_possible(ctx)
     return ctx
 
 
-def _wants_latency(space: SearchSpace) -> bool:
-    return space.measure_latency or "latency" in space.objectives
+def _wants_latency(config: SearchConfig) -> bool:
+    return config.measure_latency or "latency" in config.objectives
 
 
 def _absolute(limit: float | None, original: int) -> float | None:
@@ -77,12 +77,12 @@ def _check_budget_possible(ctx: SearchContext) -> None:
         return
     from ..surgery import CompressionPlan, StagePlan, compress
 
-    low = ctx.space.space.keep.low
+    low = ctx.config.space.keep.low
     smallest = CompressionPlan(stages={s.name: StagePlan(keep=min(low, s.m), global_layer=None) for s in ctx.stages})
     cost = profile(compress(ctx.base_model, smallest, ctx.example_input()), ctx.input_size)
     for name, limit, value in (("max_macs", ctx.max_macs, cost.macs), ("max_params", ctx.max_params, cost.params)):
         if limit is not None and value > limit:
-            raise SearchSpaceError(
+            raise SearchConfigError(
                 f"'constraints.{name}' = {limit:,.0f} is impossible: the smallest plan in the space still costs "
                 f"{value:,} (the original {getattr(ctx.original, name[4:]):,}); raise the limit or lower space.keep"
             )

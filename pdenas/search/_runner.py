@@ -37,7 +37,7 @@ from .. import __version__
 from .._util import first_line
 from . import _attrs as A
 from ._context import SearchContext, build_context
-from ._space import SearchSpace
+from ._config import SearchConfig
 from ._storage import (
     StudyError,
     fail_and_retry,
@@ -72,43 +72,47 @@ class SearchResult:
     messages: list[str] = field(default_factory=list)
 
 
-def make_sampler(space: SearchSpace, *, worker: int = 0, shared: bool = False, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(config: SearchConfig, *, worker: int = 0, shared: bool = False, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler for one worker. Workers on one machine get distinct, reproducible seeds, and a
     resumed study (``resumed_at`` trials already in it) a new one, or its random draws would repeat the
     plans of the first run; on a shared storage, where any number of processes on any machines join
     with the same command, the seed also depends on the process (host and pid)."""
-    seed = space.sampler.seed if space.sampler.seed is not None else space.seed
+    seed = config.sampler.seed if config.sampler.seed is not None else config.seed
     seed = seed + 1000 * worker + 7919 * resumed_at  # distinct streams per worker and run, reproducible
     if shared:
         seed = (seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
-    if space.sampler.name == "random":
+    if config.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if space.sampler.name == "nsga2":
+    if config.sampler.name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.sampler.startup_trials, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.sampler.startup_trials, multivariate=True)
 
 
 def create_or_load_study(
-    location: StudyLocation, space: SearchSpace, ctx: SearchContext | None, *, worker: int = 0,
+    location: StudyLocation, config: SearchConfig, ctx: SearchContext | None, *, worker: int = 0,
     storage: optuna.storages.BaseStorage | None = None,
 ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     storage = storage if storage is not None else open_storage(location, wait=True)
     with setup_lock(storage, location.study_name):  # workers starting at once: one creates, the others check
         try:
             study = optuna.create_study(
-                storage=storage, study_name=location.study_name, directions=space.directions,
-                sampler=make_sampler(space, worker=worker, shared=location.storage_url is not None),
+                storage=storage, study_name=location.study_name, directions=config.directions,
+                sampler=make_sampler(config, worker=worker, shared=location.storage_url is not None),
                 load_if_exists=True,
             )
         except ValueError as err:  # an existing study with other objectives
             raise StudyError(f"{location.describe()} cannot be used: {first_line(err, limit=300)}") from None
-        check_compatible(study, space, location)
+        check_compatible(study, config, location)
         existing = len(study.get_trials(deepcopy=False))
         if existing:
-            study.sampler = make_sampler(space, worker=worker, shared=location.storage_url is not None, resumed_at=existing)
+            study.sampler = make_sampler(config, worker=worker, shared=location.storage_url is not None, resumed_at=existing)
+        if study.metric_names is None:  # Optuna's own tools (trials_dataframe, optuna-dashboard) name the values
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(config.objectives))
         if A.CONFIG not in study.user_attrs and ctx is not None:
             study.set_user_attr(A.FORMAT, A.FORMAT_VERSION)
-            study.set_user_attr(A.CONFIG, space.to_dict())
+            study.set_user_attr(A.CONFIG, config.to_dict())
             study.set_user_attr(A.VERSIONS, {"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__})
             original = {**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms}
             study.set_user_attr(A.ORIGINAL, original)
@@ -198,32 +202,32 @@ def _requeue_unneeded(study: optuna.Study, trial: optuna.Trial) -> None:
 
 def run_worker(
     location: StudyLocation,
-    space: SearchSpace,
+    config: SearchConfig,
     *,
     worker: int = 0,
     ctx: SearchContext | None = None,
     on_event: Callable[[str, dict], None] | None = None,
     max_failures: int | None = None,
 ) -> TrialOutcomeCounts:
-    """Pull and run trials until the study has ``space.trials`` finished trials."""
-    ctx = ctx or build_context(space)
-    study, storage = create_or_load_study(location, space, ctx, worker=worker)
+    """Pull and run trials until the study has ``config.trials`` finished trials."""
+    ctx = ctx or build_context(config)
+    study, storage = create_or_load_study(location, config, ctx, worker=worker)
     me = f"{socket.gethostname()}:{os.getpid()}"
     emit = on_event or (lambda kind, info: None)
     counts = TrialOutcomeCounts()
-    max_failures = max_failures if max_failures is not None else max(10, space.trials)
+    max_failures = max_failures if max_failures is not None else max(10, config.trials)
     waiting = False
     while True:
         stale = fail_stale_trials(study)
         if stale:
             emit("stale", {"trials": stale})
         done, running = _progress(study)
-        if done >= space.trials:
+        if done >= config.trials:
             break
         if counts.failed >= max_failures:
             emit("stop", {"reason": f"{counts.failed} trials failed in this run; see the failure reasons with pdenas status"})
             break
-        if done + running >= space.trials:  # the running trials reach the target, unless some fail: wait
+        if done + running >= config.trials:  # the running trials reach the target, unless some fail: wait
             if not waiting:
                 emit("waiting", {"running": running})
                 waiting = True
@@ -232,7 +236,7 @@ def run_worker(
         waiting = False
         trial = _ask(study)
         with heartbeat(study, trial._trial_id):
-            if _surplus(study, trial.number, space.trials):  # another worker asked at the same moment
+            if _surplus(study, trial.number, config.trials):  # another worker asked at the same moment
                 trial.set_user_attr(A.FAILURE, "not needed: the study reached its trial target")
                 study.tell(trial, state=TrialState.PRUNED)
                 _requeue_unneeded(study, trial)
@@ -309,7 +313,7 @@ def _taken_over(trial: optuna.Trial, emit: Callable[[str, dict], None], counts: 
 
 
 def search(
-    space: SearchSpace,
+    config: SearchConfig,
     *,
     location: StudyLocation,
     workers: int = 1,
@@ -332,9 +336,9 @@ def search(
                 on_event("repaired", {"notes": notes})
         # an unreadable journal, an unreachable server: say so before any work (and create nothing yet)
         storage = open_storage(location, wait=True) if not embedded or location.journal_path.exists() else None
-        ctx = build_context(space)
-        study, storage = create_or_load_study(location, space, ctx, storage=storage)
-        write_config(location, space)
+        ctx = build_context(config)
+        study, storage = create_or_load_study(location, config, ctx, storage=storage)
+        write_config(location, config)
         if embedded:
             recovered = recover_stale_trials(study, storage)
             if recovered and on_event:
@@ -342,11 +346,11 @@ def search(
         interrupted = False
         if workers == 1:
             try:
-                counts = run_worker(location, space, ctx=ctx, on_event=on_event)
+                counts = run_worker(location, config, ctx=ctx, on_event=on_event)
             except KeyboardInterrupt:
                 interrupted = True
         else:
-            interrupted = _run_processes(location, space, workers, study, storage, display)
+            interrupted = _run_processes(location, config, workers, study, storage, display)
         finished = _finished(study)
         failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         return SearchResult(location, finished, failed, interrupted)
@@ -355,11 +359,11 @@ def search(
             lock.__exit__(None, None, None)
 
 
-def _worker_main(location: StudyLocation, space: SearchSpace, worker: int, threads: int) -> None:
+def _worker_main(location: StudyLocation, config: SearchConfig, worker: int, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C marks the running trial
     torch.set_num_threads(threads)
     try:
-        run_worker(location, space, worker=worker)
+        run_worker(location, config, worker=worker)
     except KeyboardInterrupt:
         pass
     except StudyError as err:  # one line, no traceback (e.g. the storage server went away)
@@ -369,7 +373,7 @@ def _worker_main(location: StudyLocation, space: SearchSpace, worker: int, threa
 
 def _run_processes(
     location: StudyLocation,
-    space: SearchSpace,
+    config: SearchConfig,
     workers: int,
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
@@ -378,7 +382,7 @@ def _run_processes(
     """Start ``workers`` processes; replace one that dies while trials remain, recovering its trial."""
     mp = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [mp.Process(target=_worker_main, args=(location, space, i, threads), daemon=False) for i in range(workers)]
+    procs = [mp.Process(target=_worker_main, args=(location, config, i, threads), daemon=False) for i in range(workers)]
     for proc in procs:
         proc.start()
     restarts = 0
@@ -395,9 +399,9 @@ def _run_processes(
                 if proc.exitcode == 2:  # stopped with a one-line error (storage gone): restarting cannot help
                     continue
                 recover_stale_trials(study, storage, only_worker=f"{socket.gethostname()}:{proc.pid}")
-                if _finished(study) < space.trials and restarts < 3 * workers:
+                if _finished(study) < config.trials and restarts < 3 * workers:
                     restarts += 1
-                    procs[i] = mp.Process(target=_worker_main, args=(location, space, i, threads))
+                    procs[i] = mp.Process(target=_worker_main, args=(location, config, i, threads))
                     procs[i].start()
         return False
     except KeyboardInterrupt:

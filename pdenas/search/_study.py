@@ -23,7 +23,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from .._urls import mask_url
 from . import _attrs as A
-from ._space import SearchSpace
+from ._config import SearchConfig
 from ._storage import StorageOptions, StudyError, open_rdb_storage
 from .._util import first_line
 
@@ -126,14 +126,14 @@ def _journal_problem(path: Path, err: BaseException) -> str:
     return f"{type(err).__name__}: {first_line(err)}"
 
 
-def write_config(location: StudyLocation, space: SearchSpace | dict[str, Any]) -> None:
+def write_config(location: StudyLocation, config: SearchConfig | dict[str, Any]) -> None:
     """Write ``config.json``: where the study is stored, and the resolved search configuration."""
     location.directory.mkdir(parents=True, exist_ok=True)
     data = {
         "format": A.FORMAT_VERSION,
         "storage": location.storage_url,
         "study_name": location.study_name,
-        "search": space.to_dict() if isinstance(space, SearchSpace) else space,
+        "search": config.to_dict() if isinstance(config, SearchConfig) else config,
     }
     # a temporary file of its own: several workers of a shared study may write the same folder at once
     fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json", dir=location.directory)  # mode 600: the URL may hold a password
@@ -167,7 +167,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     return data
 
 
-def check_compatible(study: optuna.Study, space: SearchSpace, location: StudyLocation) -> None:
+def check_compatible(study: optuna.Study, config: SearchConfig, location: StudyLocation) -> None:
     """Refuse to extend a study created with another model, data or search space."""
     stored = study.user_attrs.get(A.CONFIG)
     if stored is None:
@@ -178,8 +178,8 @@ def check_compatible(study: optuna.Study, space: SearchSpace, location: StudyLoc
             f"{location.describe()} was created by an incompatible pdenas (study format {version}, expected "
             f"{A.FORMAT_VERSION}): use another --study-dir"
         )
-    ours = space.fingerprint()
-    theirs = SearchSpace.from_dict(stored).fingerprint()
+    ours = config.fingerprint()
+    theirs = SearchConfig.from_dict(stored).fingerprint()
     if ours != theirs:
         diffs = _differences(theirs, ours)
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in diffs[:3])

@@ -46,13 +46,13 @@ def run_trial(
 ) -> TrialOutcome:
     """Evaluate ``trial``; the caller tells Optuna the outcome."""
     start = time.perf_counter()
-    space = ctx.space
+    config = ctx.config
     reference = bool(trial.user_attrs.get(A.REFERENCE))
-    plan = CompressionPlan.identity(ctx.stages) if reference else suggest_plan(trial, ctx.stages, space.space)
+    plan = CompressionPlan.identity(ctx.stages) if reference else suggest_plan(trial, ctx.stages, config.space)
     key = plan_key(plan)
     trial.set_user_attr(A.PLAN, plan.to_dict())
     trial.set_user_attr(A.PLAN_TEXT, plan.describe(ctx.stages))
-    trial.set_user_attr(A.SEED, space.seed)
+    trial.set_user_attr(A.SEED, config.seed)
 
     candidate = compress(ctx.base_model, plan, ctx.example_input())
     cost = profile(candidate, ctx.input_size)
@@ -67,7 +67,7 @@ def run_trial(
         trial.set_user_attr(A.LATENCY_MS, latency_ms)
     if not feasible and not reference:  # the original is trained anyway: it is every report's reference
         trial.set_user_attr(A.WALL_TIME, time.perf_counter() - start)
-        return TrialOutcome(TrialState.COMPLETE, _values(space.objectives, 0.0, cost, latency_ms))
+        return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, 0.0, cost, latency_ms))
 
     earlier = _find_result(study, trial.number, key, wait_for_duplicates)
     if earlier is not None:
@@ -76,18 +76,18 @@ def run_trial(
                 trial.set_user_attr(attr, earlier.user_attrs[attr])
         trial.set_user_attr(A.REUSED_FROM, earlier.number)
         trial.set_user_attr(A.WALL_TIME, time.perf_counter() - start)
-        return TrialOutcome(TrialState.COMPLETE, _values(space.objectives, earlier.user_attrs[A.ACCURACY], cost, latency_ms))
+        return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, earlier.user_attrs[A.ACCURACY], cost, latency_ms))
 
-    teacher = ctx.base_model if space.budget.distillation > 0 else None
+    teacher = ctx.base_model if config.budget.distillation > 0 else None
     result = train_model(
-        candidate, ctx.data, space.budget, seed=space.seed, device=ctx.device, teacher=teacher, on_epoch=on_epoch
+        candidate, ctx.data, config.budget, seed=config.seed, device=ctx.device, teacher=teacher, on_epoch=on_epoch
     )
     trial.set_user_attr(A.ACCURACY, result.accuracy)
     trial.set_user_attr(A.TRAIN_TIME, result.train_time)
     trial.set_user_attr(A.EVAL_TIME, result.eval_time)
     trial.set_user_attr(A.EPOCHS, result.epochs)
     trial.set_user_attr(A.WALL_TIME, time.perf_counter() - start)
-    return TrialOutcome(TrialState.COMPLETE, _values(space.objectives, result.accuracy, cost, latency_ms))
+    return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, result.accuracy, cost, latency_ms))
 
 
 def _values(objectives: list[str], accuracy: float, cost: Any, latency_ms: float | None) -> list[float]:

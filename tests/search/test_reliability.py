@@ -28,7 +28,7 @@ import torch
 from optuna.trial import TrialState
 
 from pdenas import cli
-from pdenas.search import SearchSpace, StudyError, StudyLocation, open_storage, run_worker
+from pdenas.search import SearchConfig, StudyError, StudyLocation, open_storage, run_worker
 from pdenas.search import _attrs as A
 from pdenas.search._context import build_context
 from pdenas.search._study import repair_journal
@@ -154,7 +154,7 @@ def test_kill_9_five_times_at_random_moments_then_resume(tiny_yaml, tmp_path, ca
     config = tiny_yaml(trials=requested, subset=120)
     directory = tmp_path / "study"
     args = ["search", "--config", str(config), "--study-dir", str(directory)]
-    build_context(SearchSpace.from_yaml(config))  # load the data and modules once, before forking
+    build_context(SearchConfig.from_yaml(config))  # load the data and modules once, before forking
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
     rng = random.Random(20240607)
@@ -351,7 +351,7 @@ def test_nan_from_an_unstable_dt_fails_the_trial_with_the_reason(tiny_yaml, tmp_
     text = text.replace("iterations: {low: 1, high: 2}", "iterations: {low: 6, high: 6}")
     path.write_text(text.replace("dt: {low: 0.1, high: 0.3, log: true}", "dt: {low: 20.0, high: 20.0}"))
     events: list[tuple[str, dict]] = []
-    counts = run_worker(StudyLocation(tmp_path / "s"), SearchSpace.from_yaml(path), max_failures=2,
+    counts = run_worker(StudyLocation(tmp_path / "s"), SearchConfig.from_yaml(path), max_failures=2,
                         on_event=lambda kind, info: events.append((kind, info)))
     assert counts.completed == 1 and counts.failed == 2  # the original, then two unstable candidates
     study = load(tmp_path / "s")

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pdenas.search import SearchSpace, StudyLocation, open_storage, run_worker, search
+from pdenas.search import SearchConfig, StudyLocation, open_storage, run_worker, search
 from pdenas.search import _attrs as A
 from pdenas.search._trial import plan_key
 
@@ -29,7 +29,7 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_search_records_everything_and_trial_zero_is_the_original(tiny_yaml, tmp_path):
-    space = SearchSpace.from_yaml(tiny_yaml(trials=3))
+    space = SearchConfig.from_yaml(tiny_yaml(trials=3))
     result = search(space, location=StudyLocation(tmp_path / "study"))
     assert result.completed == 3
     study = load(tmp_path / "study")
@@ -46,6 +46,8 @@ def test_search_records_everything_and_trial_zero_is_the_original(tiny_yaml, tmp
         assert 0 <= t.user_attrs[A.ACCURACY] <= 1
         assert t.values == [t.user_attrs[A.ACCURACY], t.user_attrs[A.MACS]]
     assert study.user_attrs[A.CONFIG]["model"] == "resnet_tiny"
+    assert study.metric_names == ["accuracy", "macs"]  # Optuna's own tools name the objectives
+    assert {"values_accuracy", "values_macs"} <= set(study.trials_dataframe().columns)
     config = json.loads((tmp_path / "study" / "config.json").read_text())
     assert config["search"]["budget"]["subset"] == 240 and config["study_name"] == "pdenas"
 
@@ -57,7 +59,7 @@ def test_identical_plans_are_not_trained_twice(tiny_yaml, tmp_path):
         "keep: {low: 1, high: 2}", "keep: {low: 1, high: 1}"
     ).replace("stages: all", "stages: [layer1]")
     path.write_text(text + extra)
-    search(SearchSpace.from_yaml(path), location=StudyLocation(tmp_path / "s"))
+    search(SearchConfig.from_yaml(path), location=StudyLocation(tmp_path / "s"))
     trials = completed(load(tmp_path / "s"))
     assert len(trials) == 3
     assert plan_key(trials[1].user_attrs[A.PLAN]) == plan_key(trials[2].user_attrs[A.PLAN])
@@ -67,7 +69,7 @@ def test_identical_plans_are_not_trained_twice(tiny_yaml, tmp_path):
 
 def test_constraint_violations_are_recorded_untrained(tiny_yaml, tmp_path):
     path = tiny_yaml(trials=4, extra="constraints:\n  max_macs: 0.55\n")
-    search(SearchSpace.from_yaml(path), location=StudyLocation(tmp_path / "s"))
+    search(SearchConfig.from_yaml(path), location=StudyLocation(tmp_path / "s"))
     study = load(tmp_path / "s")
     trials = completed(study)
     ref = trials[0]
@@ -93,7 +95,7 @@ def test_impossible_budget_is_refused_before_anything_starts(tiny_yaml, tmp_path
 def test_diverging_candidates_fail_with_the_reason_and_the_search_goes_on(tiny_yaml, tmp_path):
     path = tiny_yaml(trials=3)
     path.write_text(path.read_text().replace("lr: 0.05", "lr: 1.0e+8"))
-    counts = run_worker(StudyLocation(tmp_path / "s"), SearchSpace.from_yaml(path), max_failures=2)
+    counts = run_worker(StudyLocation(tmp_path / "s"), SearchConfig.from_yaml(path), max_failures=2)
     assert counts.failed == 2
     failed = load(tmp_path / "s").get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2

@@ -56,8 +56,8 @@ def _limit(text: str) -> float:
 def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from . import _format as fmt
     from .cost import profile
-    from .search._progress import format_macs
     from .surgery import CompressionPlan, NoStagesError, build_model, compress, find_stages, load_weights
     from .zoo import list_models
 
@@ -68,7 +68,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         load_weights(model, args.weights)
     cost = profile(model, args.input)
     console.print(f"[bold]{args.model}[/] on {'x'.join(map(str, args.input))} input: "
-                  f"{cost.params:,} params, {format_macs(cost.macs)} MACs (honest), {format_macs(cost.conv_macs)} conv MACs (fvcore/paper)")
+                  f"{cost.params:,} params, {fmt.count(cost.macs, digits=4)} MACs (honest), {fmt.count(cost.conv_macs, digits=4)} conv MACs (fvcore/paper)")
     example = torch.zeros(2, *args.input)
     console.print(_layers_table(model, example))
     try:
@@ -80,14 +80,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     for col in ("stage", "m", "channels", "spatial", "MACs/block", "params/block"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in stages:
-        table.add_row(s.name, str(s.m), str(s.channels), f"{s.height}x{s.width}", format_macs(s.block_macs), f"{s.block_params:,}")
+        table.add_row(s.name, str(s.m), str(s.channels), f"{s.height}x{s.width}", fmt.count(s.block_macs, digits=4), f"{s.block_params:,}")
     console.print(table)
     paper = CompressionPlan.paper(stages)
     small = profile(compress(model, paper, example), args.input)
     console.print(
         f"the paper's plan ({paper.describe()}): {small.params:,} params ({cost.params / small.params:.2f}x fewer), "
-        f"{format_macs(small.macs)} MACs ({cost.macs / small.macs:.2f}x fewer), "
-        f"{format_macs(small.conv_macs)} conv MACs ({cost.conv_macs / small.conv_macs:.2f}x fewer)"
+        f"{fmt.count(small.macs, digits=4)} MACs ({cost.macs / small.macs:.2f}x fewer), "
+        f"{fmt.count(small.conv_macs, digits=4)} conv MACs ({cost.conv_macs / small.conv_macs:.2f}x fewer)"
     )
     if args.model not in list_models() and not args.model.startswith("tv:") and ":" not in args.model:
         console.print(f"zoo models: {', '.join(list_models())}")
@@ -98,9 +98,9 @@ def _layers_table(model: Any, example: Any) -> Any:
     """Top-level modules with their parameters, honest MACs and Global layers."""
     from rich.table import Table
 
+    from . import _format as fmt
     from .cost import count_params, macs_by_module
     from .nn import GlobalLayer
-    from .search._progress import format_macs
 
     macs = macs_by_module(model, example)
     table = Table(title="layers", title_justify="left")
@@ -109,7 +109,7 @@ def _layers_table(model: Any, example: Any) -> Any:
     for name, child in model.named_children():
         layers = [m for m in child.modules() if isinstance(m, GlobalLayer)]
         glob = ", ".join(f"K={m.config.iterations} dt={m.config.dt:g} C={m.channels}" for m in layers)
-        table.add_row(name, f"{count_params(child):,}", format_macs(macs.get(name, 0)), glob or "-")
+        table.add_row(name, f"{count_params(child):,}", fmt.count(macs.get(name, 0), digits=4), glob or "-")
     return table
 
 
@@ -203,9 +203,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
     from rich.table import Table
 
-    from .search import StudyLocation, open_storage, pareto_rows, read_config
-    from .search import _attrs as A
-    from .search._progress import format_macs
+    from . import _format as fmt
+    from .search import StudyLocation, StudyRecord, TrialRecord, open_storage, pareto_rows, read_config
 
     directory = Path(args.dir)
     config = read_config(directory)
@@ -216,19 +215,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     target = config.get("search", {}).get("trials", "?")
     console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (target {target} finished)",
                   highlight=False, soft_wrap=True)
-    original = study.user_attrs.get(A.ORIGINAL, {})
-    if original:
-        console.print(f"original model: {original.get('params', 0):,} params, {format_macs(original.get('macs', 0))} MACs", highlight=False)
+    original = StudyRecord.from_study(study).original
+    if original.macs is not None:
+        console.print(f"original model: {original.params or 0:,.0f} params, {fmt.count(original.macs, digits=4)} MACs", highlight=False)
     table = Table(title="Pareto set", title_justify="left")
     for col in ("trial", "accuracy", "MACs", "fewer MACs", "params", "plan"):
         table.add_column(col)
     for row in pareto_rows(study):
         table.add_row(str(row["number"]) + (" (original)" if row["reference"] else ""), f"{row['accuracy'] * 100:.2f}%",
-                      format_macs(row["macs"]), f"{row['macs_ratio']:.2f}x", f"{row['params']:,}", row["plan"])
+                      fmt.count(row["macs"], digits=4), f"{row['macs_ratio']:.2f}x", f"{row['params']:,}", row["plan"])
     console.print(table)
     failures = [t for t in trials if t.state == TrialState.FAIL]
     for t in failures[-5:]:
-        console.print(f"trial {t.number} failed: {t.user_attrs.get(A.FAILURE, '?')}", highlight=False)
+        console.print(f"trial {t.number} failed: {TrialRecord.from_trial(t).failure}", highlight=False)
     return 0
 
 
@@ -254,8 +253,7 @@ def _study_dir_for(storage: str, name: str, directory: str | None) -> Path:
     import optuna
 
     from ._urls import mask_url
-    from .search import StudyLocation, open_storage, read_config
-    from .search import _attrs as A
+    from .search import StudyLocation, StudyRecord, open_storage, read_config
     from .search._study import write_config
 
     location = StudyLocation(Path(directory) if directory else Path("runs") / name, storage, name)
@@ -270,7 +268,7 @@ def _study_dir_for(storage: str, name: str, directory: str | None) -> Path:
         study = optuna.load_study(study_name=name, storage=open_storage(location))
     except KeyError:
         raise CliError(f"there is no study '{name}' in {mask_url(storage)}: check --study-name") from None
-    write_config(location, study.user_attrs.get(A.CONFIG, {}))
+    write_config(location, StudyRecord.from_study(study, records=[]).config or {})
     return location.directory
 
 

@@ -17,10 +17,11 @@ import pdenas.export._formats as export_formats
 from pdenas.cli import main
 from pdenas.export import TOLERANCE, ExportError, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
-from pdenas.search import SearchConfig, StudyLocation, search
-from pdenas.search import _attrs as A
+from pdenas.search import SearchConfig, StudyLocation, create_or_load_study, search
+from pdenas.search import StudyRecord, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
+record = TrialRecord.from_trial
 
 TINY = """\
 model: resnet_tiny
@@ -67,7 +68,7 @@ def study_dir(tmp_path_factory) -> Path:
 def _candidate(directory: Path) -> optuna.trial.FrozenTrial:
     """A completed compressed candidate (not the original model's trial)."""
     study = open_study(directory)
-    return next(t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs.get(A.REFERENCE))
+    return next(t for t in study.trials if t.state == TrialState.COMPLETE and not record(t).reference)
 
 
 def _inputs(model: torch.nn.Module, count: int) -> torch.Tensor:
@@ -84,16 +85,16 @@ def test_export_by_number_writes_a_checkpoint_that_load_compressed_rebuilds(stud
     pt = result.paths["pt"]
     assert pt == tmp_path / "by-number" / "model.pt" and pt.is_file()
     # the rebuilt candidate is the trial's: same plan, same cost
-    assert result.plan == trial.user_attrs[A.PLAN]
-    assert result.macs == trial.user_attrs[A.MACS] and result.params == trial.user_attrs[A.PARAMS]
-    assert result.original["macs"] == open_study(study_dir).user_attrs[A.ORIGINAL]["macs"]
+    assert result.plan == record(trial).plan
+    assert result.macs == record(trial).macs and result.params == record(trial).params
+    assert result.original["macs"] == StudyRecord.from_study(open_study(study_dir)).original.macs
     assert 0.0 <= result.accuracy <= 1.0 and result.latency_ms > 0 and result.original["latency_ms"] > 0
 
     loaded = pdenas.load_compressed(pt)
     meta = loaded.pdenas_metadata
     assert meta["trial"] == trial.number and meta["epochs"] == 1 and meta["fine_tune_epochs"] == 0
     assert meta["accuracy"] == result.accuracy and meta["macs"] == result.macs
-    assert loaded.pdenas_plan.to_dict() == trial.user_attrs[A.PLAN]
+    assert loaded.pdenas_plan.to_dict() == record(trial).plan
     x = _inputs(loaded, 5)  # the export traced on 2 images and checked on 8
     with torch.no_grad():
         expected = result.model(x)
@@ -168,6 +169,28 @@ def test_onnx_falls_back_to_the_dynamo_exporter(study_dir, tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.pt"]  # weights inside the .onnx
 
 
+def test_the_original_is_its_completed_trial_not_a_failed_attempt(tmp_path):
+    """The original model's first attempt (trial 0) failed and was retried (trial 1): the export compares
+    with trial 1's figures, not with the failed attempt's."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    settings = SearchConfig.from_yaml(config).with_overrides(trials=2)
+    location = StudyLocation(tmp_path / "study")
+    study, _ = create_or_load_study(location, settings, None)  # queues the original's trial
+    attempt = study.ask()
+    TrialRecord.write(attempt, failure="the worker running it died (stale trial); re-queued")
+    study.tell(attempt, state=TrialState.FAIL)
+    study.enqueue_trial({}, user_attrs=TrialRecord.from_trial(study.trials[0]).retry_attrs())
+    assert search(settings, location=location).completed == 2
+
+    trials = [record(t) for t in open_study(location.directory).trials]
+    assert trials[0].reference and trials[0].state == TrialState.FAIL
+    assert trials[1].reference and trials[1].retry_of == 0 and trials[1].complete
+    result = export_trial(location.directory, trial=2, out=tmp_path / "out")
+    assert result.original["trial"] == 1
+    assert result.original["accuracy"] == trials[1].accuracy is not None
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 
@@ -184,10 +207,10 @@ def test_failed_and_infeasible_trials_are_refused(study_dir, tmp_path):
     shutil.copytree(study_dir, copy, ignore=shutil.ignore_patterns("export", ".lock"))
     study = open_study(copy)
     failed = study.ask()
-    failed.set_user_attr(A.FAILURE, "training loss became nan in epoch 1")
+    TrialRecord.write(failed, failure="training loss became nan in epoch 1")
     study.tell(failed, state=TrialState.FAIL)
-    plan = _candidate(copy).user_attrs[A.PLAN]
-    study.add_trial(create_trial(values=[0.0, 1e6], user_attrs={A.PLAN: plan, A.FEASIBLE: False, A.MACS: 10**6}))
+    plan = record(_candidate(copy)).plan
+    study.add_trial(create_trial(values=[0.0, 1e6], user_attrs=TrialRecord.attrs(plan=plan, feasible=False, macs=10**6)))
     infeasible = study.trials[-1].number
 
     with pytest.raises(ExportError, match=rf"trial {failed.number} failed \(training loss became nan in epoch 1\)"):

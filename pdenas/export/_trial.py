@@ -135,8 +135,7 @@ def export_trial(
     from .. import __version__
     from ..cost import latency, profile
     from ..report import ReportError, open_study, select_trial
-    from ..search import SearchConfig, SearchConfigError
-    from ..search import _attrs as A
+    from ..search import SearchConfig, SearchConfigError, StudyRecord
     from ..search._context import build_context
     from ..surgery import (
         CompressionPlan,
@@ -163,18 +162,18 @@ def export_trial(
         chosen = select_trial(study, trial)
     except ReportError as err:
         raise ExportError(str(err)) from None
-    plan_dict = chosen.user_attrs.get(A.PLAN)
-    config = study.user_attrs.get(A.CONFIG)
-    if not isinstance(plan_dict, dict):
+    record = StudyRecord.from_study(study)
+    plan_dict, config = chosen.plan, record.config
+    if plan_dict is None:
         raise ExportError(f"trial {chosen.number} recorded no plan, so it cannot be rebuilt: pick another trial")
-    if not isinstance(config, dict):
-        raise ExportError(f"{study_dir}: the study holds no pdenas configuration ({A.CONFIG!r}): it was not made by pdenas search")
+    if config is None:
+        raise ExportError(f"{study_dir}: the study holds no pdenas configuration: it was not made by pdenas search")
     try:
         space = dataclasses.replace(SearchConfig.from_dict(config), device=str(train_device))
         plan = CompressionPlan.from_dict(plan_dict)
     except (SearchConfigError, PlanError) as err:
         raise ExportError(f"trial {chosen.number} of {study_dir} cannot be rebuilt: {err}") from None
-    plan_text = str(chosen.user_attrs.get(A.PLAN_TEXT) or plan.describe())
+    plan_text = chosen.plan_text or plan.describe()
     pt_path, ts_path, onnx_path = _paths(out, study_dir, chosen.number)
     say(f"exporting trial {chosen.number} of {study_dir}: {plan_text}")
 
@@ -190,9 +189,8 @@ def export_trial(
         raise ExportError(f"trial {chosen.number}'s plan does not fit {space.model} any more: {first_line(err)}") from None
     notes: list[str] = []
     cost = profile(candidate, ctx.input_size)
-    recorded = chosen.user_attrs.get(A.MACS)
-    if recorded is not None and int(recorded) != cost.macs:
-        notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {int(recorded):,} (another pdenas version?)")
+    if chosen.macs is not None and chosen.macs != cost.macs:
+        notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {chosen.macs:,} (another pdenas version?)")
 
     # ---- training: the search's budget, then optionally more
     budget = space.budget
@@ -216,16 +214,15 @@ def export_trial(
     base = ctx.base_model.to("cpu").eval()
     latency_ms = latency(model, ctx.input_size, repeats=20) * 1000
     original_latency_ms = latency(base, ctx.input_size, repeats=20) * 1000
-    stored = study.user_attrs.get(A.ORIGINAL) or {}
-    reference = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(A.REFERENCE)), None)
+    known = record.original  # its completed trial (a failed, retried attempt does not count)
     original = {
-        "accuracy": reference.user_attrs.get(A.ACCURACY) if reference is not None else None,
-        "macs": int(stored.get("macs", ctx.original.macs)),
-        "conv_macs": int(stored.get("conv_macs", ctx.original.conv_macs)),
-        "params": int(stored.get("params", ctx.original.params)),
+        "accuracy": known.accuracy,
+        "macs": int(known.macs if known.macs is not None else ctx.original.macs),
+        "conv_macs": int(known.conv_macs if known.conv_macs is not None else ctx.original.conv_macs),
+        "params": int(known.params if known.params is not None else ctx.original.params),
         "latency_ms": original_latency_ms,
-        "search_latency_ms": stored.get("latency_ms"),
-        "trial": reference.number if reference is not None else None,
+        "search_latency_ms": known.latency_ms,
+        "trial": known.trial_number,
         "epochs": budget.epochs,
     }
 
@@ -236,7 +233,7 @@ def export_trial(
         "plan_text": plan_text,
         "accuracy": final.accuracy,
         "retrained_accuracy": first.accuracy,
-        "search_accuracy": chosen.user_attrs.get(A.ACCURACY),
+        "search_accuracy": chosen.accuracy,
         "macs": cost.macs,
         "conv_macs": cost.conv_macs,
         "params": cost.params,
@@ -290,7 +287,7 @@ def export_trial(
     result = ExportResult(
         trial=chosen.number, plan_text=plan_text, plan=plan.to_dict(), paths=paths, accuracy=final.accuracy,
         macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, latency_ms=latency_ms, original=original,
-        search_accuracy=chosen.user_attrs.get(A.ACCURACY), retrained_accuracy=first.accuracy, epochs=total_epochs,
+        search_accuracy=chosen.accuracy, retrained_accuracy=first.accuracy, epochs=total_epochs,
         fine_tune_epochs=epochs, max_abs_diff=diffs, onnx_exporter=onnx_exporter, onnx_runtime=onnx_runtime,
         check_images=checked, study_dir=study_dir, device=str(train_device), notes=notes, model=model,
     )
@@ -315,7 +312,7 @@ def export_table(result: ExportResult) -> Any:
     from rich import box
     from rich.table import Table
 
-    from ..report import _format as fmt
+    from .. import _format as fmt
 
     orig = result.original
     o_acc = orig.get("accuracy")

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import _format as fmt
+from .. import _format as fmt
 from ._data import ReportData
 
 __all__ = ["print_pareto"]

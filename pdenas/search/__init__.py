@@ -1,5 +1,10 @@
 """The search: an Optuna multi-objective study over compression plans, scored on validation accuracy
-versus MACs, with real training, resumable after any crash."""
+versus MACs, with real training, resumable after any crash.
+
+What a study records is read and written through :class:`TrialRecord` (a trial) and :class:`StudyRecord`
+(the study: configuration, versions, the original model's figures); its Pareto set is
+:func:`pareto_trials`.
+"""
 
 from ._runner import SearchResult, create_or_load_study, recover_stale_trials, run_worker, search
 from ._config import (
@@ -16,12 +21,15 @@ from ._study import StorageOptions, StudyError, StudyLocation, open_storage, rea
 from ._storage import StorageUnavailable
 from ._progress import SearchProgress, pareto_rows
 from ._defaults import default_space_path
+from ._record import FORMAT_VERSION, OriginalModel, StudyRecord, TrialRecord, pareto_trials
 
 __all__ = [
+    "FORMAT_VERSION",
     "OBJECTIVES",
     "Constraints",
     "FloatRange",
     "IntRange",
+    "OriginalModel",
     "SamplerConfig",
     "SearchProgress",
     "SearchConfig",
@@ -31,11 +39,14 @@ __all__ = [
     "StorageOptions",
     "StorageUnavailable",
     "StudyError",
+    "StudyRecord",
     "StudyLocation",
+    "TrialRecord",
     "create_or_load_study",
     "default_space_path",
     "open_storage",
     "pareto_rows",
+    "pareto_trials",
     "read_config",
     "recover_stale_trials",
     "run_worker",

@@ -14,39 +14,28 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import _attrs as A
+from .. import _format as fmt
+from ._record import StudyRecord, TrialRecord, pareto_trials
 
-__all__ = ["SearchProgress", "pareto_rows", "format_macs"]
-
-
-def format_macs(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
+__all__ = ["SearchProgress", "pareto_rows"]
 
 
 def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """The feasible Pareto set so far (Optuna's ``best_trials``), with ratios to the original, by MACs."""
-    original = study.user_attrs.get(A.ORIGINAL, {})
+    """The Pareto set so far (:func:`pareto_trials`), trained trials only, by MACs, with the MAC ratio to the original."""
+    original = StudyRecord.from_study(study).original
     rows = []
-    try:
-        best = study.best_trials
-    except (RuntimeError, ValueError):
-        best = []
-    for trial in best:
-        attrs = trial.user_attrs
-        if A.ACCURACY not in attrs:
+    for record in map(TrialRecord.from_trial, pareto_trials(study)):
+        if record.accuracy is None:
             continue
-        macs = attrs.get(A.MACS, 0)
+        macs = record.macs or 0
         rows.append({
-            "number": trial.number,
-            "accuracy": attrs[A.ACCURACY],
+            "number": record.number,
+            "accuracy": record.accuracy,
             "macs": macs,
-            "params": attrs.get(A.PARAMS, 0),
-            "macs_ratio": (original.get("macs", 0) / macs) if macs else float("nan"),
-            "plan": attrs.get(A.PLAN_TEXT, ""),
-            "reference": bool(attrs.get(A.REFERENCE)),
+            "params": record.params or 0,
+            "macs_ratio": (original.macs or 0) / macs if macs else float("nan"),
+            "plan": record.plan_text,
+            "reference": record.reference,
         })
     return sorted(rows, key=lambda r: r["macs"])
 
@@ -98,14 +87,12 @@ class SearchProgress:
         study = self._get_study()
         number = info.get("trial")
         if kind == "complete":
-            t = study.get_trials(deepcopy=False)[number]
-            attrs = t.user_attrs
-            acc = attrs.get(A.ACCURACY)
-            acc_text = f"accuracy {acc * 100:.2f}%" if acc is not None else "infeasible (not trained)"
-            reused = f" (reused trial {attrs[A.REUSED_FROM]})" if A.REUSED_FROM in attrs else ""
+            record = TrialRecord.from_trial(study.get_trials(deepcopy=False)[number])
+            acc_text = f"accuracy {fmt.percent(record.accuracy)}" if record.accuracy is not None else "infeasible (not trained)"
+            reused = f" (reused trial {record.reused_from})" if record.reused_from is not None else ""
             self.console.print(
-                f"trial {number} done: {acc_text}, MACs {format_macs(attrs.get(A.MACS, 0))}, "
-                f"params {attrs.get(A.PARAMS, 0):,}{reused} | {attrs.get(A.PLAN_TEXT, '')}",
+                f"trial {number} done: {acc_text}, MACs {fmt.count(record.macs, digits=4)}, "
+                f"params {record.params or 0:,}{reused} | {record.plan_text}",
                 highlight=False, soft_wrap=True,
             )
         elif kind == "fail":
@@ -146,18 +133,18 @@ class SearchProgress:
         running.add_column("trial", justify="right", width=6)
         running.add_column("plan", ratio=3)
         running.add_column("epoch", ratio=1)
-        for t in trials:
-            if t.state != TrialState.RUNNING:
+        for record in map(TrialRecord.from_trial, trials):
+            if record.state != TrialState.RUNNING:
                 continue
-            epoch, epochs = t.user_attrs.get(A.PROGRESS, [0, 0])
+            epoch, epochs = record.progress or (0, 0)
             bar = ProgressBar(total=max(epochs, 1), completed=epoch, width=20)
-            running.add_row(str(t.number), t.user_attrs.get(A.PLAN_TEXT, "(building)"), Group(bar, f"{epoch}/{epochs}"))
+            running.add_row(str(record.number), record.plan_text or "(building)", Group(bar, f"{epoch}/{epochs}"))
         pareto = Table(title="Pareto set so far", title_justify="left", expand=True, show_edge=False)
         for name, justify in (("trial", "right"), ("accuracy", "right"), ("MACs", "right"), ("fewer MACs", "right"), ("plan", "left")):
             pareto.add_column(name, justify=justify)
         for row in pareto_rows(study):
             pareto.add_row(
                 str(row["number"]) + (" (original)" if row["reference"] else ""),
-                f"{row['accuracy'] * 100:.2f}%", format_macs(row["macs"]), f"{row['macs_ratio']:.2f}x", row["plan"],
+                fmt.percent(row["accuracy"]), fmt.count(row["macs"], digits=4), fmt.ratio(row["macs_ratio"]), row["plan"],
             )
         return Group(header, running, pareto)

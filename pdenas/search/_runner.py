@@ -35,8 +35,8 @@ from optuna.trial import TrialState
 
 from .. import __version__
 from .._util import first_line
-from . import _attrs as A
 from ._context import SearchContext, build_context
+from ._record import StudyRecord, TrialRecord
 from ._config import SearchConfig
 from ._storage import (
     StudyError,
@@ -110,14 +110,14 @@ def create_or_load_study(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.set_metric_names(list(config.objectives))
-        if A.CONFIG not in study.user_attrs and ctx is not None:
-            study.set_user_attr(A.FORMAT, A.FORMAT_VERSION)
-            study.set_user_attr(A.CONFIG, config.to_dict())
-            study.set_user_attr(A.VERSIONS, {"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__})
-            original = {**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms}
-            study.set_user_attr(A.ORIGINAL, original)
+        if StudyRecord.from_study(study, records=[]).config is None and ctx is not None:
+            StudyRecord.write(
+                study, config=config.to_dict(),
+                versions={"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__},
+                original={**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms},
+            )
         if not study.get_trials(deepcopy=False):
-            study.enqueue_trial({}, user_attrs={A.REFERENCE: True})
+            study.enqueue_trial({}, user_attrs=TrialRecord.attrs(reference=True))
     return study, storage
 
 
@@ -125,22 +125,15 @@ def recover_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStora
     """Fail trials left RUNNING by dead processes and queue their plans again; returns how many."""
     count = 0
     dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if only_worker is None or t.user_attrs.get(A.WORKER) == only_worker]
+            if only_worker is None or TrialRecord.from_trial(t).worker == only_worker]
     if is_heartbeat_enabled(study._storage):  # a shared storage: the same retry (and limit) as a stale trial
         return len(fail_and_retry(study, [t._trial_id for t in dead], "the worker running it died"))
     for trial in dead:
-        storage.set_trial_user_attr(trial._trial_id, A.FAILURE, "the worker running it died (stale trial); re-queued")
+        TrialRecord.write_to_storage(storage, trial._trial_id, failure="the worker running it died (stale trial); re-queued")
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        _requeue(study, trial.number, trial.params, trial.user_attrs)
+        study.enqueue_trial(trial.params, user_attrs=TrialRecord.from_trial(trial).retry_attrs())
         count += 1
     return count
-
-
-def _requeue(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> None:
-    attrs = {A.RETRY_OF: number}
-    if user_attrs.get(A.REFERENCE):
-        attrs[A.REFERENCE] = True
-    study.enqueue_trial(params, user_attrs=attrs)
 
 
 def _finished(study: optuna.Study) -> int:
@@ -169,7 +162,7 @@ def _alive(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> bool:
     machines may share a host name.)"""
     if is_heartbeat_enabled(study._storage):
         return True
-    host, _, pid = str(trial.user_attrs.get(A.WORKER, "")).rpartition(":")
+    host, _, pid = (TrialRecord.from_trial(trial).worker or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
     try:
@@ -191,7 +184,7 @@ def _requeue_unneeded(study: optuna.Study, trial: optuna.Trial) -> None:
     """A queued trial (a retry, the original) asked for beyond the target: queue it again, in case
     the running trials that made it unneeded fail."""
     frozen = study._storage.get_trial(trial._trial_id)
-    keep = {k: v for k, v in frozen.user_attrs.items() if k in (A.RETRY_OF, A.REFERENCE)}
+    keep = TrialRecord.from_trial(frozen).requeue_attrs()
     if not keep and "fixed_params" not in frozen.system_attrs:
         return
     study.add_trial(optuna.trial.create_trial(
@@ -237,7 +230,7 @@ def run_worker(
         trial = _ask(study)
         with heartbeat(study, trial._trial_id):
             if _surplus(study, trial.number, config.trials):  # another worker asked at the same moment
-                trial.set_user_attr(A.FAILURE, "not needed: the study reached its trial target")
+                TrialRecord.write(trial, failure="not needed: the study reached its trial target")
                 study.tell(trial, state=TrialState.PRUNED)
                 _requeue_unneeded(study, trial)
                 continue
@@ -260,23 +253,24 @@ def _run_one(
     emit: Callable[[str, dict], None], counts: TrialOutcomeCounts,
 ) -> None:
     """Run one trial and tell Optuna how it went."""
-    trial.set_user_attr(A.WORKER, me)
+    TrialRecord.write(trial, worker=me)
     system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
-    if A.RETRY_OF not in trial.user_attrs and "failed_trial" in system_attrs:  # queued by Optuna's own retry
+    if TrialRecord.from_trial(trial).retry_of is None and "failed_trial" in system_attrs:  # queued by Optuna's own retry
         history = system_attrs.get("retry_history") or [system_attrs["failed_trial"]]
-        trial.set_user_attr(A.RETRY_OF, history[-1])
+        TrialRecord.write(trial, retry_of=history[-1])
     emit("start", {"trial": trial.number})
 
     def on_epoch(epoch: int, epochs: int, loss: float, _trial: optuna.Trial = trial) -> None:
-        _trial.set_user_attr(A.PROGRESS, [epoch, epochs])
+        TrialRecord.write(_trial, progress=(epoch, epochs))
         emit("epoch", {"trial": _trial.number, "epoch": epoch, "epochs": epochs, "loss": loss})
 
     try:
         outcome = run_trial(study, trial, ctx, on_epoch=on_epoch)
     except KeyboardInterrupt:
-        trial.set_user_attr(A.FAILURE, "interrupted by the user (Ctrl-C); re-queued for the next run")
+        retry = TrialRecord.from_trial(trial).retry_attrs()
+        TrialRecord.write(trial, failure="interrupted by the user (Ctrl-C); re-queued for the next run")
         study.tell(trial, state=TrialState.FAIL)
-        _requeue(study, trial.number, trial.params, trial.user_attrs)
+        study.enqueue_trial(trial.params, user_attrs=retry)
         emit("interrupted", {"trial": trial.number})
         raise
     except StudyError:  # the storage is gone (StorageUnavailable): stop this worker, say why
@@ -289,7 +283,7 @@ def _run_one(
         outcome = TrialOutcome(TrialState.FAIL, None, reason)
     try:
         if outcome.state == TrialState.FAIL:
-            trial.set_user_attr(A.FAILURE, outcome.failure or "failed")
+            TrialRecord.write(trial, failure=outcome.failure or "failed")
             study.tell(trial, state=TrialState.FAIL)
             counts.failed += 1
             emit("fail", {"trial": trial.number, "reason": outcome.failure})

@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .._urls import MASK, SECRET_QUERY_KEYS, mask_url
 from .._util import first_line
-from . import _attrs as A
+from ._record import TrialRecord
 
 __all__ = [
     "StudyError",
@@ -322,7 +322,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         return len(trial.system_attrs.get("retry_history", []))
 
     def will_retry(self, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get(A.REFERENCE):
+        if TrialRecord.from_trial(trial).reference:
             return True
         return self._max_retry is None or self.retries_so_far(trial) < self._max_retry
 
@@ -332,9 +332,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         system_attrs = {k: v for k, v in trial.system_attrs.items() if k != "constraints"}
         system_attrs.update(failed_trial=history[0], retry_history=history)
-        user_attrs: dict[str, Any] = {A.RETRY_OF: trial.number}
-        if trial.user_attrs.get(A.REFERENCE):
-            user_attrs[A.REFERENCE] = True
+        user_attrs = TrialRecord.from_trial(trial).retry_attrs()
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
@@ -380,7 +378,7 @@ def fail_and_retry(study: optuna.Study, trial_ids: list[int], reason: str) -> li
                     why += "; re-queued as a new trial"
                 else:
                     why += f"; not retried: already retried {callback.retries_so_far(trial)} times (--max-retry)"
-            storage.set_trial_user_attr(trial_id, A.FAILURE, why)
+            TrialRecord.write_to_storage(storage, trial_id, failure=why)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
         except UpdateFinishedTrialError:  # another worker got there first

@@ -22,8 +22,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from .._urls import mask_url
-from . import _attrs as A
 from ._config import SearchConfig
+from ._record import FORMAT_VERSION, StudyRecord
 from ._storage import StorageOptions, StudyError, open_rdb_storage
 from .._util import first_line
 
@@ -130,7 +130,7 @@ def write_config(location: StudyLocation, config: SearchConfig | dict[str, Any])
     """Write ``config.json``: where the study is stored, and the resolved search configuration."""
     location.directory.mkdir(parents=True, exist_ok=True)
     data = {
-        "format": A.FORMAT_VERSION,
+        "format": FORMAT_VERSION,
         "storage": location.storage_url,
         "study_name": location.study_name,
         "search": config.to_dict() if isinstance(config, SearchConfig) else config,
@@ -159,27 +159,26 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "study_name" not in data:
         raise StudyError(f"{path} is not a pdenas study configuration: start a new study directory")
     version = data.get("format")
-    if version != A.FORMAT_VERSION:
+    if version != FORMAT_VERSION:
         raise StudyError(
             f"{directory} was written by an incompatible pdenas version (study format {version}, this pdenas reads "
-            f"{A.FORMAT_VERSION}): use the pdenas version that created it, or start a new study directory"
+            f"{FORMAT_VERSION}): use the pdenas version that created it, or start a new study directory"
         )
     return data
 
 
 def check_compatible(study: optuna.Study, config: SearchConfig, location: StudyLocation) -> None:
     """Refuse to extend a study created with another model, data or search space."""
-    stored = study.user_attrs.get(A.CONFIG)
-    if stored is None:
+    record = StudyRecord.from_study(study, records=[])
+    if record.config is None:
         return
-    version = study.user_attrs.get(A.FORMAT)
-    if version != A.FORMAT_VERSION:
+    if record.format != FORMAT_VERSION:
         raise StudyError(
-            f"{location.describe()} was created by an incompatible pdenas (study format {version}, expected "
-            f"{A.FORMAT_VERSION}): use another --study-dir"
+            f"{location.describe()} was created by an incompatible pdenas (study format {record.format}, expected "
+            f"{FORMAT_VERSION}): use another --study-dir"
         )
     ours = config.fingerprint()
-    theirs = SearchConfig.from_dict(stored).fingerprint()
+    theirs = SearchConfig.from_dict(record.config).fingerprint()
     if ours != theirs:
         diffs = _differences(theirs, ours)
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in diffs[:3])

@@ -45,6 +45,7 @@ from ._storage import (
     heartbeat,
     is_heartbeat_enabled,
     setup_lock,
+    without_constraints,
 )
 from ._study import (
     DirectoryLock,
@@ -189,7 +190,7 @@ def _requeue_unneeded(study: optuna.Study, trial: optuna.Trial) -> None:
         return
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
-        user_attrs=keep, system_attrs={k: v for k, v in frozen.system_attrs.items() if k != "constraints"},
+        user_attrs=keep, system_attrs=without_constraints(frozen.system_attrs),
     ))
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "is_connection_error",
     "scrub",
     "setup_lock",
+    "without_constraints",
 ]
 
 log = logging.getLogger("pdenas.search")
@@ -330,7 +331,7 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         if not self.will_retry(trial):
             return
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        system_attrs = {k: v for k, v in trial.system_attrs.items() if k != "constraints"}
+        system_attrs = without_constraints(trial.system_attrs)
         system_attrs.update(failed_trial=history[0], retry_history=history)
         user_attrs = TrialRecord.from_trial(trial).retry_attrs()
         study.add_trial(
@@ -339,6 +340,13 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
                 user_attrs=user_attrs, system_attrs=system_attrs,
             )
         )
+
+
+def without_constraints(system_attrs: dict[str, Any]) -> dict[str, Any]:
+    """``system_attrs`` without the constraint values, which Optuna stores under ``constraints`` (a list,
+    before Optuna 4.5) or ``constraints:<name>`` (one per constraint): a retry measures its own, and
+    ``Trial.set_constraint`` ignores a value that is already set."""
+    return {k: v for k, v in system_attrs.items() if k != "constraints" and not k.startswith("constraints:")}
 
 
 STALE = "the worker running it stopped sending heartbeats (killed, or its machine or connection lost): stale trial"

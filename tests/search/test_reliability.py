@@ -20,6 +20,7 @@ import select
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -367,3 +368,49 @@ def test_nan_from_an_unstable_dt_fails_the_trial_with_the_reason(tiny_yaml, tmp_
     shown = [info["reason"] for kind, info in events if kind == "fail"]
     assert shown == [record(t).failure for t in failed]
     print(f"COUNTS unstable_dt: requested=2 finished={counts.completed} failed={counts.failed} retried=0 lost=0")
+
+
+# ------------------------------------------------------------------------------------ retries
+
+
+def _trial_with_a_constraint(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    study.enqueue_trial({"layer1.keep": 2})
+    trial = study.ask()
+    trial.suggest_int("layer1.keep", 1, 5)
+    trial.set_constraint("max_macs", 123.0)
+    return study.get_trials(deepcopy=False)[trial.number]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_retries_measure_their_own_constraints(tmp_path):
+    """Optuna stores a constraint per name (``constraints:max_macs``): a retry (of a stale trial, or of a
+    queued trial asked beyond the target) must not inherit the dead trial's value, or the retry's own
+    ``set_constraint`` would be ignored."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from pdenas.search._runner import _requeue_unneeded
+    from pdenas.search._storage import RetryStaleTrial
+
+    study = optuna.create_study(storage=open_storage(StudyLocation(tmp_path)), directions=["maximize", "minimize"])
+    dead = _trial_with_a_constraint(study)
+    assert dead.constraints == {"max_macs": 123.0}
+    RetryStaleTrial(max_retry=3)(study, dead)
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and record(retry).retry_of == dead.number
+    assert retry.params == dead.params and retry.constraints == {}
+
+    # a retry queued by Optuna's own callback carries the constraint; asked beyond the target, it goes back
+    # to the queue without it
+    study.tell(study.ask(), state=TrialState.PRUNED)  # the retry above, not needed here
+    RetryHeartbeatStaleTrialCallback()(study, _trial_with_a_constraint(study))
+    asked = study.ask()
+    assert study.trials[asked.number].constraints == {"max_macs": 123.0}
+    _requeue_unneeded(study, asked)
+    again = study.trials[-1]
+    assert again.state == TrialState.WAITING and again.params == {"layer1.keep": 2} and again.constraints == {}
+
+    trial = study.ask()  # runs the plan again: its own constraint counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns when a constraint that is already set is ignored
+        trial.set_constraint("max_macs", -7.0)
+    assert study.trials[trial.number].constraints == {"max_macs": -7.0}

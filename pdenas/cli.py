@@ -158,6 +158,7 @@ def _location(args: argparse.Namespace, config: Path) -> Any:
 def cmd_search(args: argparse.Namespace) -> int:
     import signal
 
+    from .report import write_report
     from .search import SearchProgress, open_storage, search
 
     # Ctrl-C stops cleanly even when the parent shell started us with SIGINT ignored (background jobs)
@@ -184,59 +185,42 @@ def cmd_search(args: argparse.Namespace) -> int:
     if result.interrupted:
         console.print("interrupted: run the same command again to resume", highlight=False)
         return 130
-    report = _write_report(location.directory)
-    if report is not None:
-        console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    console.print(f"report: {write_report(location.directory)}", highlight=False, soft_wrap=True)
     return 0
 
 
-def _write_report(directory: Path) -> Path | None:
-    try:
-        from .report import write_report
-    except ImportError:
-        return None
-    return write_report(directory)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    import optuna
     from optuna.trial import TrialState
-    from rich.table import Table
 
     from . import _format as fmt
-    from .search import StudyLocation, StudyRecord, TrialRecord, open_storage, pareto_rows, read_config
+    from .report import build_report_data, locate_study, open_study, print_pareto
+    from .search import StudyRecord
 
-    directory = Path(args.dir)
-    config = read_config(directory)
-    location = StudyLocation(directory, config.get("storage"), config["study_name"])
-    study = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-    target = config.get("search", {}).get("trials", "?")
+    location = locate_study(Path(args.dir))
+    study = open_study(location.directory)  # reads only: never creates a file
+    data = build_report_data(study, importances=False)
+    counts = {state.name.lower(): sum(t.state == state for t in data.trials) for state in TrialState}
+    target = (StudyRecord.from_study(study, records=[]).config or {}).get("trials", "?")
     console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (target {target} finished)",
                   highlight=False, soft_wrap=True)
-    original = StudyRecord.from_study(study).original
+    original = data.original
     if original.macs is not None:
-        console.print(f"original model: {original.params or 0:,.0f} params, {fmt.count(original.macs, digits=4)} MACs", highlight=False)
-    table = Table(title="Pareto set", title_justify="left")
-    for col in ("trial", "accuracy", "MACs", "fewer MACs", "params", "plan"):
-        table.add_column(col)
-    for row in pareto_rows(study):
-        table.add_row(str(row["number"]) + (" (original)" if row["reference"] else ""), f"{row['accuracy'] * 100:.2f}%",
-                      fmt.count(row["macs"], digits=4), f"{row['macs_ratio']:.2f}x", f"{row['params']:,}", row["plan"])
-    console.print(table)
-    failures = [t for t in trials if t.state == TrialState.FAIL]
-    for t in failures[-5:]:
-        console.print(f"trial {t.number} failed: {TrialRecord.from_trial(t).failure}", highlight=False)
+        console.print(f"original model: accuracy {fmt.percent(original.accuracy)}, {fmt.count(original.params)} params, "
+                      f"{fmt.count(original.macs, digits=4)} MACs", highlight=False)
+    print_pareto(data, console)
+    for t in [t for t in data.trials if t.state == TrialState.FAIL][-5:]:
+        console.print(f"trial {t.number} failed: {t.failure}", highlight=False, soft_wrap=True)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .search import link_study_dir
 
-    if args.storage:
-        directory = _study_dir_for(args.storage, args.study_name or "pdenas", args.out or args.dir)
-        path = write_report(directory)
+    if args.storage:  # a folder whose config.json points at the shared study: status, show, export work on it too
+        name = args.study_name or "pdenas"
+        location = link_study_dir(Path(args.out or args.dir or Path("runs") / name), args.storage, name)
+        path = write_report(location.directory)
     elif args.dir:
         if args.study_name:
             raise CliError("--study-name goes with --storage URL; a study directory names its study in config.json")
@@ -245,31 +229,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError("pdenas report needs a study directory (pdenas report runs/NAME), or --storage URL --study-name NAME")
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
     return 0
-
-
-def _study_dir_for(storage: str, name: str, directory: str | None) -> Path:
-    """A study directory for the study ``name`` in ``storage``: its config.json points at it, so that
-    report, status, show and export work from any machine that reaches the storage."""
-    import optuna
-
-    from ._urls import mask_url
-    from .search import StudyLocation, StudyRecord, open_storage, read_config
-    from .search._study import write_config
-
-    location = StudyLocation(Path(directory) if directory else Path("runs") / name, storage, name)
-    if location.config_path.is_file():
-        config = read_config(location.directory)
-        if (config.get("storage"), config.get("study_name")) != (storage, name):
-            other = mask_url(config["storage"]) if config.get("storage") else "its own study.log"
-            raise CliError(f"{location.directory} already holds study '{config.get('study_name')}' in {other}: "
-                           "choose another folder with --out")
-        return location.directory
-    try:
-        study = optuna.load_study(study_name=name, storage=open_storage(location))
-    except KeyError:
-        raise CliError(f"there is no study '{name}' in {mask_url(storage)}: check --study-name") from None
-    write_config(location, StudyRecord.from_study(study, records=[]).config or {})
-    return location.directory
 
 
 def cmd_show(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ from ._config import (
     SearchConfigError,
     SearchSpace,
 )
-from ._study import StorageOptions, StudyError, StudyLocation, open_storage, read_config
+from ._context import SearchContext, build_context
+from ._study import StorageOptions, StudyError, StudyLocation, link_study_dir, open_storage, read_config
 from ._storage import StorageUnavailable
 from ._progress import SearchProgress, pareto_rows
 from ._defaults import default_space_path
@@ -34,6 +35,7 @@ __all__ = [
     "SearchProgress",
     "SearchConfig",
     "SearchConfigError",
+    "SearchContext",
     "SearchResult",
     "SearchSpace",
     "StorageOptions",
@@ -42,8 +44,10 @@ __all__ = [
     "StudyRecord",
     "StudyLocation",
     "TrialRecord",
+    "build_context",
     "create_or_load_study",
     "default_space_path",
+    "link_study_dir",
     "open_storage",
     "pareto_rows",
     "pareto_trials",

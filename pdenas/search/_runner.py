@@ -34,6 +34,7 @@ import torch
 from optuna.trial import TrialState
 
 from .. import __version__
+from .._optuna import frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
 from .._util import first_line
 from ._context import SearchContext, build_context
 from ._record import StudyRecord, TrialRecord
@@ -43,9 +44,7 @@ from ._storage import (
     fail_and_retry,
     fail_stale_trials,
     heartbeat,
-    is_heartbeat_enabled,
     setup_lock,
-    without_constraints,
 )
 from ._study import (
     DirectoryLock,
@@ -93,7 +92,7 @@ def create_or_load_study(
     location: StudyLocation, config: SearchConfig, ctx: SearchContext | None, *, worker: int = 0,
     storage: optuna.storages.BaseStorage | None = None,
 ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
-    storage = storage if storage is not None else open_storage(location, wait=True)
+    storage = storage if storage is not None else open_storage(location, create=True, wait=True)
     with setup_lock(storage, location.study_name):  # workers starting at once: one creates, the others check
         try:
             study = optuna.create_study(
@@ -127,11 +126,11 @@ def recover_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStora
     count = 0
     dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if only_worker is None or TrialRecord.from_trial(t).worker == only_worker]
-    if is_heartbeat_enabled(study._storage):  # a shared storage: the same retry (and limit) as a stale trial
-        return len(fail_and_retry(study, [t._trial_id for t in dead], "the worker running it died"))
+    if is_heartbeat_enabled(storage_of(study)):  # a shared storage: the same retry (and limit) as a stale trial
+        return len(fail_and_retry(study, [trial_id(t) for t in dead], "the worker running it died"))
     for trial in dead:
-        TrialRecord.write_to_storage(storage, trial._trial_id, failure="the worker running it died (stale trial); re-queued")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        TrialRecord.write_to_storage(storage, trial_id(trial), failure="the worker running it died (stale trial); re-queued")
+        storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs=TrialRecord.from_trial(trial).retry_attrs())
         count += 1
     return count
@@ -161,7 +160,7 @@ def _alive(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> bool:
     """False only for a trial in a study directory whose worker was a process on this machine that no
     longer exists. (On a shared storage a dead worker's trial is found by its missing heartbeats: two
     machines may share a host name.)"""
-    if is_heartbeat_enabled(study._storage):
+    if is_heartbeat_enabled(storage_of(study)):
         return True
     host, _, pid = (TrialRecord.from_trial(trial).worker or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
@@ -184,9 +183,9 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 def _requeue_unneeded(study: optuna.Study, trial: optuna.Trial) -> None:
     """A queued trial (a retry, the original) asked for beyond the target: queue it again, in case
     the running trials that made it unneeded fail."""
-    frozen = study._storage.get_trial(trial._trial_id)
+    frozen = frozen_trial(study, trial)
     keep = TrialRecord.from_trial(frozen).requeue_attrs()
-    if not keep and "fixed_params" not in frozen.system_attrs:
+    if not keep and not is_enqueued(frozen):
         return
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
@@ -229,7 +228,7 @@ def run_worker(
             continue
         waiting = False
         trial = _ask(study)
-        with heartbeat(study, trial._trial_id):
+        with heartbeat(study, trial_id(trial)):
             if _surplus(study, trial.number, config.trials):  # another worker asked at the same moment
                 TrialRecord.write(trial, failure="not needed: the study reached its trial target")
                 study.tell(trial, state=TrialState.PRUNED)
@@ -255,10 +254,9 @@ def _run_one(
 ) -> None:
     """Run one trial and tell Optuna how it went."""
     TrialRecord.write(trial, worker=me)
-    system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
-    if TrialRecord.from_trial(trial).retry_of is None and "failed_trial" in system_attrs:  # queued by Optuna's own retry
-        history = system_attrs.get("retry_history") or [system_attrs["failed_trial"]]
-        TrialRecord.write(trial, retry_of=history[-1])
+    retried = retried_trial(frozen_trial(study, trial))
+    if TrialRecord.from_trial(trial).retry_of is None and retried is not None:  # queued by Optuna's own retry
+        TrialRecord.write(trial, retry_of=retried)
     emit("start", {"trial": trial.number})
 
     def on_epoch(epoch: int, epochs: int, loss: float, _trial: optuna.Trial = trial) -> None:

@@ -55,7 +55,7 @@ def _samples() -> dict[str, typing.Any]:
 
 
 def _journal_study(directory: Path) -> optuna.Study:
-    return optuna.create_study(storage=open_storage(StudyLocation(directory)), study_name="pdenas",
+    return optuna.create_study(storage=open_storage(StudyLocation(directory), create=True), study_name="pdenas",
                                directions=["maximize", "minimize"])
 
 

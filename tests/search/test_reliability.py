@@ -391,7 +391,7 @@ def test_retries_measure_their_own_constraints(tmp_path):
     from pdenas.search._runner import _requeue_unneeded
     from pdenas.search._storage import RetryStaleTrial
 
-    study = optuna.create_study(storage=open_storage(StudyLocation(tmp_path)), directions=["maximize", "minimize"])
+    study = optuna.create_study(storage=open_storage(StudyLocation(tmp_path), create=True), directions=["maximize", "minimize"])
     dead = _trial_with_a_constraint(study)
     assert dead.constraints == {"max_macs": 123.0}
     RetryStaleTrial(max_retry=3)(study, dead)

@@ -224,3 +224,24 @@ def test_a_second_search_on_a_running_study_dir_is_refused(tiny_yaml, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_study_on_a_server_gets_a_study_folder_from_the_search_package(tmp_path):
+    """``pdenas report --storage URL`` works from any machine: ``link_study_dir`` writes the folder's
+    config.json (the search's format, mode 600: the URL may hold a password) pointing at the study."""
+    from pdenas.search import StudyError, StudyRecord, link_study_dir, read_config
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    study = optuna.create_study(storage=url, study_name="shared", directions=["maximize", "minimize"])
+    config = SearchConfig(trials=4).to_dict()
+    StudyRecord.write(study, config=config, versions={}, original={})
+    location = link_study_dir(tmp_path / "here", url, "shared")
+    written = read_config(location.directory)
+    assert (written["storage"], written["study_name"], written["search"]) == (url, "shared", config)
+    assert oct((location.config_path).stat().st_mode & 0o777) == "0o600"
+    assert link_study_dir(tmp_path / "here", url, "shared") == location  # already pointing there
+    with pytest.raises(StudyError, match="already holds study 'shared'"):
+        link_study_dir(tmp_path / "here", url, "other")
+    with pytest.raises(StudyError, match="there is no study 'nope'"):
+        link_study_dir(tmp_path / "elsewhere", url, "nope")
+    assert not (tmp_path / "elsewhere").exists()

@@ -116,10 +116,11 @@ def _layers_table(model: Any, example: Any) -> Any:
 # -------------------------------------------------------------------------------------------- search
 
 
-def _search_space(args: argparse.Namespace) -> Any:
+def _search_config(args: argparse.Namespace) -> Any:
+    """The search configuration: the YAML file (--config, or the default) with the flags over it; and its path."""
     from .search import SearchConfig, default_space_path
 
-    config = Path(args.config) if args.config else default_space_path()
+    path = Path(args.config) if args.config else default_space_path()
     overrides = {
         "model": args.model,
         "weights": args.weights,
@@ -131,10 +132,10 @@ def _search_space(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "device": args.device,
     }
-    return SearchConfig.from_yaml(config, **overrides), config
+    return SearchConfig.from_yaml(path, **overrides), path
 
 
-def _location(args: argparse.Namespace, config: Path) -> Any:
+def _location(args: argparse.Namespace, config_path: Path) -> Any:
     from .search import StorageOptions, StudyLocation
 
     name = args.study_name or "pdenas"
@@ -143,7 +144,7 @@ def _location(args: argparse.Namespace, config: Path) -> Any:
     elif args.storage:
         directory = Path("runs") / name
     else:
-        directory = Path("runs") / config.stem
+        directory = Path("runs") / config_path.stem
     given = {key: getattr(args, key) for key in ("heartbeat", "grace_period", "max_retry", "reconnect")
              if getattr(args, key) is not None}
     if given and not args.storage:
@@ -159,28 +160,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     import signal
 
     from .report import write_report
-    from .search import SearchProgress, open_storage, search
+    from .search import SearchProgress, search
 
     # Ctrl-C stops cleanly even when the parent shell started us with SIGINT ignored (background jobs)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    space, config = _search_space(args)
-    location = _location(args, config)
+    config, config_path = _search_config(args)
+    location = _location(args, config_path)
     command = getattr(args, "command", None) or "search"
-    console.print(f"pdenas {command}: {space.model} on {space.dataset}, {space.trials} trials, {location.describe()}",
+    console.print(f"pdenas {command}: {config.model} on {config.dataset}, {config.trials} trials, {location.describe()}",
                   highlight=False, soft_wrap=True)
-    study_ref: dict[str, Any] = {}
-
-    def get_study() -> Any:
-        if "study" not in study_ref:
-            import optuna
-
-            study_ref["study"] = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
-        return study_ref["study"]
-
-    with SearchProgress(get_study, space.trials, console=console) as progress:
-        result = search(space, location=location, workers=args.workers, on_event=progress,
-                        display=lambda study, procs: progress.refresh())
+    with SearchProgress(config.trials, console=console) as progress:
+        result = search(config, location=location, workers=args.workers, on_event=progress)
     console.print(f"{result.completed} trials finished, {result.failed} failed in {location.describe()}", highlight=False, soft_wrap=True)
     if result.interrupted:
         console.print("interrupted: run the same command again to resume", highlight=False)

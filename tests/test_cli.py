@@ -1,8 +1,46 @@
-"""The command line as a user types it (in-process, through ``pdenas.cli.main``)."""
+"""The command line as a user types it: in-process through ``pdenas.cli.main``, and as real processes,
+with the output redirected and in a pseudo-terminal (where a person sees the live display)."""
+
+from pathlib import Path
 
 import pytest
 
 from pdenas.cli import main
+
+from .commands import run_pdenas, run_pdenas_in_terminal
+from .search.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def terminal_study(tmp_path_factory: pytest.TempPathFactory):
+    """The README's main command, ``pdenas search``, run as a person runs it: in a terminal."""
+    root = tmp_path_factory.mktemp("cli")
+    config = root / "tiny.yaml"
+    config.write_text(TINY.format(trials=2, epochs=1, subset=120))
+    directory = root / "study"
+    return directory, run_pdenas_in_terminal("search", "--config", str(config), "--study-dir", str(directory))
+
+
+def test_search_in_a_terminal_draws_the_live_display_and_finishes(terminal_study):
+    directory, proc = terminal_study
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out and "Error" not in out
+    assert "pdenas search 2/2 trials finished" in out and "Pareto set so far" in out
+    assert f"report: {directory / 'report.html'}" in out and (directory / "report.html").is_file()
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["redirected", "terminal"])
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [("status", "2 complete (target 2 finished)"), ("show", "Pareto set of resnet_tiny"), ("report", "report: ")],
+)
+def test_study_commands_redirected_and_in_a_terminal(terminal_study, command: str, expected: str, terminal: bool):
+    directory, _ = terminal_study
+    proc = (run_pdenas_in_terminal if terminal else run_pdenas)(command, str(directory))
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert expected in out and "Traceback" not in out
 
 
 def test_info_prints_layers_params_and_both_mac_figures(capsys):

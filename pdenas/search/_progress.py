@@ -41,15 +41,18 @@ def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 
 class SearchProgress:
-    """Receives the search's events and shows them."""
+    """Shows the events of :func:`search`: a live table on a terminal, plain log lines otherwise.
 
-    def __init__(self, study_getter: Any, total: int, *, console: Console | None = None) -> None:
+    The display draws from the study, which it gets with the ``study`` event once the search has
+    created or opened it (before that, loading the data and building the model, it says so).
+    """
+
+    def __init__(self, total: int, *, console: Console | None = None) -> None:
         self.console = console or Console()
         self.live_mode = self.console.is_terminal
         self.total = total
-        self._get_study = study_getter
+        self._study: optuna.Study | None = None
         self._started = time.monotonic()
-        self._running: dict[int, dict[str, Any]] = {}
         self._live: Live | None = None
 
     def __enter__(self) -> "SearchProgress":
@@ -63,72 +66,60 @@ class SearchProgress:
             self._live.update(self._render())
             self._live.__exit__(None, None, None)
 
-    # events from run_worker ------------------------------------------------------------------
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        number = info.get("trial")
-        if kind == "start":
-            self._running[number] = {"epoch": 0, "epochs": 0, "plan": ""}
-        elif kind == "epoch":
-            self._running.setdefault(number, {}).update(epoch=info["epoch"], epochs=info["epochs"])
-        elif kind in ("complete", "fail", "interrupted", "taken_over"):
-            self._running.pop(number, None)
-        if not self.live_mode or kind in ("recovered", "repaired", "stale", "taken_over"):
+        """One event of the search (``kind``: study, start, epoch, complete, fail, stop, ...)."""
+        if kind == "study":
+            self._study = info["study"]
+        if kind in _ALWAYS_LOGGED or not self.live_mode:
             self._log(kind, info)
-        elif self._live is not None:
-            self._live.update(self._render())
-
-    def refresh(self, study: optuna.Study | None = None, procs: Any = None) -> None:
-        """Redraw from the storage (used while worker processes run the trials)."""
         if self._live is not None:
-            self._live.update(self._render(from_storage=True))
+            self._live.update(self._render())
 
     # drawing -------------------------------------------------------------------------------------
     def _log(self, kind: str, info: dict[str, Any]) -> None:
-        study = self._get_study()
         number = info.get("trial")
         if kind == "complete":
-            record = TrialRecord.from_trial(study.get_trials(deepcopy=False)[number])
+            record: TrialRecord = info["record"]
             acc_text = f"accuracy {fmt.percent(record.accuracy)}" if record.accuracy is not None else "infeasible (not trained)"
             reused = f" (reused trial {record.reused_from})" if record.reused_from is not None else ""
-            self.console.print(
+            self._print(
                 f"trial {number} done: {acc_text}, MACs {fmt.count(record.macs, digits=4)}, "
-                f"params {record.params or 0:,}{reused} | {record.plan_text}",
-                highlight=False, soft_wrap=True,
+                f"params {record.params or 0:,}{reused} | {record.plan_text}"
             )
         elif kind == "fail":
-            self.console.print(f"trial {number} failed: {info.get('reason')}", highlight=False, soft_wrap=True)
+            self._print(f"trial {number} failed: {info.get('reason')}")
         elif kind == "epoch":
-            self.console.print(f"trial {number} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}", highlight=False)
+            self._print(f"trial {number} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}")
         elif kind == "start":
-            self.console.print(f"trial {number} started", highlight=False)
+            self._print(f"trial {number} started")
         elif kind == "recovered":
-            self.console.print(f"recovered {info['count']} trial(s) left running by a process that died; re-queued", highlight=False)
+            self._print(f"recovered {info['count']} trial(s) left running by a process that died; re-queued")
         elif kind == "repaired":
             for note in info["notes"]:
-                self.console.print(f"study directory: {note}", highlight=False)
+                self._print(f"study directory: {note}")
         elif kind == "stale":
             numbers = ", ".join(map(str, info["trials"]))
-            self.console.print(f"trial(s) {numbers}: no heartbeat from their worker for the grace period; failed as stale and "
-                               "re-queued (up to --max-retry times)",
-                               highlight=False)
+            self._print(f"trial(s) {numbers}: no heartbeat from their worker for the grace period; failed as stale and "
+                        "re-queued (up to --max-retry times)")
         elif kind == "waiting":
-            self.console.print(f"waiting for {info['running']} running trial(s) to reach the target", highlight=False)
+            self._print(f"waiting for {info['running']} running trial(s) to reach the target")
         elif kind == "taken_over":
-            self.console.print(f"trial {number} was failed as stale by another worker (no heartbeat reached the storage); "
-                               "its retry runs it again", highlight=False)
+            self._print(f"trial {number} was failed as stale by another worker (no heartbeat reached the storage); "
+                        "its retry runs it again")
         elif kind in ("stop", "interrupted"):
-            self.console.print(f"search stopped: {info.get('reason', 'interrupted by the user')}", highlight=False)
+            self._print(f"search stopped: {info.get('reason', 'interrupted by the user')}")
 
-    def _render(self, *, from_storage: bool = False) -> Group:
-        study = self._get_study()
-        trials = study.get_trials(deepcopy=False)
+    def _print(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True)
+
+    def _render(self) -> Group:
+        elapsed = f"{(time.monotonic() - self._started) / 60:.1f} min elapsed"
+        if self._study is None:
+            return Group(Text.assemble(("pdenas search ", "bold"), f"preparing: loading the data and the model, {elapsed}"))
+        trials = self._study.get_trials(deepcopy=False)
         done = sum(t.state == TrialState.COMPLETE for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
-        elapsed = time.monotonic() - self._started
-        header = Text.assemble(
-            ("pdenas search ", "bold"),
-            f"{done}/{self.total} trials finished, {failed} failed, {elapsed / 60:.1f} min elapsed",
-        )
+        header = Text.assemble(("pdenas search ", "bold"), f"{done}/{self.total} trials finished, {failed} failed, {elapsed}")
         running = Table(title="running", title_justify="left", expand=True, show_edge=False)
         running.add_column("trial", justify="right", width=6)
         running.add_column("plan", ratio=3)
@@ -138,13 +129,17 @@ class SearchProgress:
                 continue
             epoch, epochs = record.progress or (0, 0)
             bar = ProgressBar(total=max(epochs, 1), completed=epoch, width=20)
-            running.add_row(str(record.number), record.plan_text or "(building)", Group(bar, f"{epoch}/{epochs}"))
+            running.add_row(str(record.number), Text(record.plan_text or "(building)"), Group(bar, f"{epoch}/{epochs}"))
         pareto = Table(title="Pareto set so far", title_justify="left", expand=True, show_edge=False)
         for name, justify in (("trial", "right"), ("accuracy", "right"), ("MACs", "right"), ("fewer MACs", "right"), ("plan", "left")):
             pareto.add_column(name, justify=justify)
-        for row in pareto_rows(study):
+        for row in pareto_rows(self._study):
             pareto.add_row(
                 str(row["number"]) + (" (original)" if row["reference"] else ""),
-                fmt.percent(row["accuracy"]), fmt.count(row["macs"], digits=4), fmt.ratio(row["macs_ratio"]), row["plan"],
+                fmt.percent(row["accuracy"]), fmt.count(row["macs"], digits=4), fmt.ratio(row["macs_ratio"]), Text(row["plan"]),
             )
         return Group(header, running, pareto)
+
+
+# shown as lines even on a terminal (above the live table): what a person must not miss
+_ALWAYS_LOGGED = ("recovered", "repaired", "stale", "taken_over")

@@ -16,7 +16,7 @@ than the trials that were already running when it was reached.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import multiprocessing
 import signal
 import os
@@ -25,8 +25,7 @@ import sys
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import optuna
@@ -59,17 +58,14 @@ from ._trial import TrialOutcome, run_trial
 
 __all__ = ["SearchResult", "search", "run_worker", "create_or_load_study", "recover_stale_trials"]
 
-log = logging.getLogger("pdenas.search")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchResult:
     location: StudyLocation
-    completed: int
+    completed: int  # finished trials in the study
     failed: int
     interrupted: bool = False
-    report: Path | None = None
-    messages: list[str] = field(default_factory=list)
 
 
 def make_sampler(config: SearchConfig, *, worker: int = 0, shared: bool = False, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
@@ -289,7 +285,8 @@ def _run_one(
         else:
             study.tell(trial, values=outcome.values)
             counts.completed += 1
-            emit("complete", {"trial": trial.number, "values": outcome.values})
+            emit("complete", {"trial": trial.number, "values": outcome.values,
+                              "record": TrialRecord.from_trial(frozen_trial(study, trial))})
     except optuna.exceptions.UpdateFinishedTrialError:
         _taken_over(trial, emit, counts)
     except ValueError as err:  # "Cannot tell a FAIL trial": failed as stale in the meantime
@@ -311,45 +308,44 @@ def search(
     location: StudyLocation,
     workers: int = 1,
     on_event: Callable[[str, dict], None] | None = None,
-    display: Callable[[optuna.Study, list[multiprocessing.Process]], None] | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search in ``location`` with ``workers`` processes on this machine."""
+    """Run (or resume) the search in ``location`` with ``workers`` processes on this machine.
+
+    ``on_event(kind, info)`` hears what happens: ``study`` (``info["study"]``, once it exists), ``start``,
+    ``epoch``, ``complete`` (with the trial's record), ``fail``, ``stop``, ``refresh`` (every half second
+    while worker processes run the trials), and the recoveries.
+    """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    emit = on_event or (lambda kind, info: None)
     embedded = location.storage_url is None
-    lock = DirectoryLock(location.directory) if embedded else None
-    if lock is not None:
-        lock.__enter__()
-    try:
+    with DirectoryLock(location.directory) if embedded else contextlib.nullcontext():
         if embedded:
             if location.config_path.exists():
                 read_config(location.directory)  # refuses a directory of an incompatible pdenas, before any work
             notes = repair_journal(location)
-            if notes and on_event:
-                on_event("repaired", {"notes": notes})
+            if notes:
+                emit("repaired", {"notes": notes})
         # an unreadable journal, an unreachable server: say so before any work (and create nothing yet)
         storage = open_storage(location, wait=True) if not embedded or location.journal_path.exists() else None
         ctx = build_context(config)
         study, storage = create_or_load_study(location, config, ctx, storage=storage)
         write_config(location, config)
+        emit("study", {"study": study})
         if embedded:
             recovered = recover_stale_trials(study, storage)
-            if recovered and on_event:
-                on_event("recovered", {"count": recovered})
+            if recovered:
+                emit("recovered", {"count": recovered})
         interrupted = False
         if workers == 1:
             try:
-                counts = run_worker(location, config, ctx=ctx, on_event=on_event)
+                run_worker(location, config, ctx=ctx, on_event=emit)
             except KeyboardInterrupt:
                 interrupted = True
         else:
-            interrupted = _run_processes(location, config, workers, study, storage, display)
-        finished = _finished(study)
+            interrupted = _run_processes(location, config, workers, study, storage, emit)
         failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        return SearchResult(location, finished, failed, interrupted)
-    finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
+        return SearchResult(location, _finished(study), failed, interrupted)
 
 
 def _worker_main(location: StudyLocation, config: SearchConfig, worker: int, threads: int) -> None:
@@ -370,7 +366,7 @@ def _run_processes(
     workers: int,
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
-    display: Callable[[optuna.Study, list[multiprocessing.Process]], None] | None,
+    emit: Callable[[str, dict], None],
 ) -> bool:
     """Start ``workers`` processes; replace one that dies while trials remain, recovering its trial."""
     mp = multiprocessing.get_context("spawn")
@@ -382,8 +378,7 @@ def _run_processes(
     handled: set[int] = set()
     try:
         while any(p.is_alive() for p in procs):
-            if display is not None:
-                display(study, procs)
+            emit("refresh", {})
             time.sleep(0.5)
             for i, proc in enumerate(procs):
                 if proc.exitcode in (None, 0) or proc.pid in handled:

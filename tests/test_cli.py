@@ -1,7 +1,6 @@
 """The command line as a user types it: in-process through ``pdenas.cli.main``, and as real processes,
 with the output redirected and in a pseudo-terminal (where a person sees the live display)."""
 
-from pathlib import Path
 
 import pytest
 

@@ -52,6 +52,7 @@ class SearchProgress:
         self.live_mode = self.console.is_terminal
         self.total = total
         self._study: optuna.Study | None = None
+        self._stopped: str | None = None  # why the search stopped before its target
         self._started = time.monotonic()
         self._live: Live | None = None
 
@@ -70,6 +71,8 @@ class SearchProgress:
         """One event of the search (``kind``: study, start, epoch, complete, fail, stop, ...)."""
         if kind == "study":
             self._study = info["study"]
+        elif kind in ("stop", "interrupted"):
+            self._stopped = info.get("reason", "interrupted by the user")
         if kind in _ALWAYS_LOGGED or not self.live_mode:
             self._log(kind, info)
         if self._live is not None:
@@ -107,19 +110,29 @@ class SearchProgress:
             self._print(f"trial {number} was failed as stale by another worker (no heartbeat reached the storage); "
                         "its retry runs it again")
         elif kind in ("stop", "interrupted"):
-            self._print(f"search stopped: {info.get('reason', 'interrupted by the user')}")
+            self._print(f"search stopped: {self._stopped}")
 
     def _print(self, text: str) -> None:
         self.console.print(text, highlight=False, soft_wrap=True)
 
     def _render(self) -> Group:
-        elapsed = f"{(time.monotonic() - self._started) / 60:.1f} min elapsed"
-        if self._study is None:
-            return Group(Text.assemble(("pdenas search ", "bold"), f"preparing: loading the data and the model, {elapsed}"))
+        parts: list[Any] = self._tables() if self._study is not None else [
+            Text.assemble(("pdenas search ", "bold"), f"preparing: loading the data and the model, {self._elapsed()}")
+        ]
+        if self._stopped is not None:
+            parts.append(Text(f"search stopped: {self._stopped}", style="bold red"))
+        return Group(*parts)
+
+    def _elapsed(self) -> str:
+        return f"{(time.monotonic() - self._started) / 60:.1f} min elapsed"
+
+    def _tables(self) -> list[Any]:
+        """The header, the running trials with their epochs, and the Pareto set so far."""
+        assert self._study is not None
         trials = self._study.get_trials(deepcopy=False)
         done = sum(t.state == TrialState.COMPLETE for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
-        header = Text.assemble(("pdenas search ", "bold"), f"{done}/{self.total} trials finished, {failed} failed, {elapsed}")
+        header = Text.assemble(("pdenas search ", "bold"), f"{done}/{self.total} trials finished, {failed} failed, {self._elapsed()}")
         running = Table(title="running", title_justify="left", expand=True, show_edge=False)
         running.add_column("trial", justify="right", width=6)
         running.add_column("plan", ratio=3)
@@ -138,8 +151,8 @@ class SearchProgress:
                 str(row["number"]) + (" (original)" if row["reference"] else ""),
                 fmt.percent(row["accuracy"]), fmt.count(row["macs"], digits=4), fmt.ratio(row["macs_ratio"]), Text(row["plan"]),
             )
-        return Group(header, running, pareto)
+        return [header, running, pareto]
 
 
 # shown as lines even on a terminal (above the live table): what a person must not miss
-_ALWAYS_LOGGED = ("recovered", "repaired", "stale", "taken_over")
+_ALWAYS_LOGGED = ("recovered", "repaired", "stale", "taken_over", "stop", "interrupted")

@@ -214,7 +214,8 @@ def run_worker(
         if done >= config.trials:
             break
         if counts.failed >= max_failures:
-            emit("stop", {"reason": f"{counts.failed} trials failed in this run; see the failure reasons with pdenas status"})
+            counts.stopped = f"{counts.failed} trials failed in this run; see the failure reasons with pdenas status"
+            emit("stop", {"reason": counts.stopped})
             break
         if done + running >= config.trials:  # the running trials reach the target, unless some fail: wait
             if not waiting:
@@ -239,9 +240,11 @@ class TrialOutcomeCounts:
     completed: int = 0
     failed: int = 0
     taken_over: int = 0  # trials declared stale by another worker while this one ran them
+    stopped: str | None = None  # why the worker stopped before the target (too many failures)
 
 
 WAIT_POLL = 1.0  # seconds between looks at the study while the last trials run elsewhere
+STOPPED = 3  # exit status of a worker process that stopped after too many failed trials
 
 
 def _run_one(
@@ -352,12 +355,14 @@ def _worker_main(location: StudyLocation, config: SearchConfig, worker: int, thr
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C marks the running trial
     torch.set_num_threads(threads)
     try:
-        run_worker(location, config, worker=worker)
+        counts = run_worker(location, config, worker=worker)
     except KeyboardInterrupt:
-        pass
+        return
     except StudyError as err:  # one line, no traceback (e.g. the storage server went away)
         print(f"pdenas worker {worker}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    if counts.stopped:  # tell the parent, which shows it; restarting the worker cannot help
+        sys.exit(STOPPED)
 
 
 def _run_processes(
@@ -385,6 +390,10 @@ def _run_processes(
                     continue
                 handled.add(proc.pid)
                 if proc.exitcode == 2:  # stopped with a one-line error (storage gone): restarting cannot help
+                    continue
+                if proc.exitcode == STOPPED:
+                    emit("stop", {"reason": f"worker {i} stopped: too many trials failed in this run; see the failure "
+                                            "reasons with pdenas status"})
                     continue
                 recover_stale_trials(study, storage, only_worker=f"{socket.gethostname()}:{proc.pid}")
                 if _finished(study) < config.trials and restarts < 3 * workers:

@@ -1,6 +1,9 @@
 """The command line as a user types it: in-process through ``pdenas.cli.main``, and as real processes,
 with the output redirected and in a pseudo-terminal (where a person sees the live display)."""
 
+import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +76,30 @@ def test_bad_input_size(capsys):
 def test_status_of_a_folder_that_is_not_a_study(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "is not a pdenas study directory" in capsys.readouterr().err
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+def test_status_only_reads_and_names_what_is_missing(tmp_path, capsys):
+    """A folder with config.json but no study, and a study name the journal lacks: one line each, and
+    nothing written (opening a study to read it never creates files)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"format": 1, "storage": None, "study_name": "pdenas"}))
+    assert main(["status", str(empty)]) == 2
+    assert _one_line(capsys) == (f"pdenas: error: {empty} has config.json but no study.log: the study was never started "
+                                 f"or its file was moved; rerun pdenas search --study-dir {empty}")
+    assert [p.name for p in empty.iterdir()] == ["config.json"]
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(Path(__file__).parent / "search" / "data" / "study-0.1.0", renamed)
+    config = json.loads((renamed / "config.json").read_text())
+    (renamed / "config.json").write_text(json.dumps({**config, "study_name": "nope"}))
+    before = (renamed / "study.log").read_bytes()
+    assert main(["status", str(renamed)]) == 2
+    assert _one_line(capsys).startswith(f"pdenas: error: study 'nope' is not in journal file {renamed / 'study.log'}")
+    assert (renamed / "study.log").read_bytes() == before and not (renamed / "study.log.lock").exists()

@@ -20,8 +20,9 @@ from rich.console import Console
 
 __all__ = ["main"]
 
-console = Console()
-err_console = Console(stderr=True)
+# markup off: user text (paths, model names, errors such as "pip install 'pdenas[onnx]'") prints as it is
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 class CliError(Exception):
@@ -55,6 +56,7 @@ def _limit(text: str) -> float:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from . import _format as fmt
     from .cost import profile
@@ -67,7 +69,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.weights:
         load_weights(model, args.weights)
     cost = profile(model, args.input)
-    console.print(f"[bold]{args.model}[/] on {'x'.join(map(str, args.input))} input: "
+    console.print(Text(args.model, style="bold") + f" on {'x'.join(map(str, args.input))} input: "
                   f"{cost.params:,} params, {fmt.count(cost.macs, digits=4)} MACs (honest), {fmt.count(cost.conv_macs, digits=4)} conv MACs (fvcore/paper)")
     example = torch.zeros(2, *args.input)
     console.print(_layers_table(model, example))

@@ -103,3 +103,12 @@ def test_status_only_reads_and_names_what_is_missing(tmp_path, capsys):
     assert main(["status", str(renamed)]) == 2
     assert _one_line(capsys).startswith(f"pdenas: error: study 'nope' is not in journal file {renamed / 'study.log'}")
     assert (renamed / "study.log").read_bytes() == before and not (renamed / "study.log.lock").exists()
+
+
+def test_messages_with_square_brackets_print_as_they_are(tmp_path, capsys):
+    """rich would read "[onnx]" or "[bold]" in a message as markup and swallow it."""
+    folder = tmp_path / "runs[onnx]" / "[bold]x[/bold]"
+    assert main(["status", str(folder)]) == 2
+    assert _one_line(capsys).startswith(f"pdenas: error: {folder} is not a pdenas study directory")
+    assert main(["info", "--model", "[red]resnet23[/red]"]) == 2
+    assert "unknown model '[red]resnet23[/red]'" in _one_line(capsys)

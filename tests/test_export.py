@@ -227,6 +227,17 @@ def test_not_a_study_directory(tmp_path, capsys):
     assert "is not a pdenas study directory" in err and len(err.splitlines()) <= 2
 
 
+def test_onnx_without_the_onnx_extra_is_refused_before_any_work(study_dir, tmp_path, monkeypatch, capsys):
+    """Training takes minutes: a missing package is said at once, with the install command in full."""
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        monkeypatch.setitem(sys.modules, name, None)  # import NAME -> ImportError, as without the extra
+    out = tmp_path / "out"
+    assert main(["export", str(study_dir), "--trial", str(_candidate(study_dir).number), "--format", "onnx", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "pip install 'pdenas[onnx]'" in captured.err  # brackets and all
+    assert "training" not in captured.out and not out.exists()
+
+
 def test_formats():
     assert parse_formats(None) == ("pt",)
     assert parse_formats("onnx") == ("pt", "onnx")

@@ -45,7 +45,7 @@ from ..search import SearchConfig, SearchConfigError, SearchContext, StudyRecord
 from ..surgery import CompressionPlan, PlanError, compress, load_compressed, save_compressed
 from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
 from ._errors import ExportError
-from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
+from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, check_formats, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_table", "export_trial", "parse_formats"]
 
@@ -140,6 +140,7 @@ def export_trial(
     """
     say = _printer(console)
     formats = parse_formats(formats)
+    check_formats(formats)  # before any work: training takes minutes, a missing package is known now
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ExportError(f"--epochs must be a whole number >= 0, got {epochs!r}")
     train_device = _device(device)
@@ -341,9 +342,9 @@ def _show(console: Any, result: ExportResult) -> None:
         return
     console.print(export_table(result))
     for line in _legend(result) + _check_lines(result) + [f"note: {n}" for n in result.notes]:
-        console.print(line, highlight=False)
+        console.print(line, markup=False, highlight=False)
     for name, path in result.paths.items():
-        console.print(f"{name}: {path}", highlight=False)
+        console.print(f"{name}: {path}", markup=False, highlight=False)
 
 
 def export_table(result: ExportResult) -> Any:
@@ -437,7 +438,7 @@ def _validation_images(data: Any, count: int) -> Tensor:
 def _printer(console: Any) -> Callable[[str], None]:
     if console is None:
         return lambda text: None
-    return lambda text: console.print(text, highlight=False)
+    return lambda text: console.print(text, markup=False, highlight=False)
 
 
 def _epoch_printer(say: Callable[[str], None]) -> Callable[[int, int, float], None]:

@@ -48,7 +48,7 @@ class SearchProgress:
     """
 
     def __init__(self, total: int, *, console: Console | None = None) -> None:
-        self.console = console or Console()
+        self.console = console or Console(markup=False, highlight=False)
         self.live_mode = self.console.is_terminal
         self.total = total
         self._study: optuna.Study | None = None
@@ -113,7 +113,7 @@ class SearchProgress:
             self._print(f"search stopped: {self._stopped}")
 
     def _print(self, text: str) -> None:
-        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def _render(self) -> Group:
         parts: list[Any] = self._tables() if self._study is not None else [

@@ -27,3 +27,10 @@ def test_the_live_display_says_why_the_search_stopped(tiny_yaml, tmp_path, one_t
     reason = "2 trials failed in this run; see the failure reasons with pdenas status"
     assert f"search stopped: {reason}" in shown
     assert shown.rstrip().endswith(f"search stopped: {reason}")  # the display's last state says it too
+
+
+def test_log_lines_print_square_brackets_as_they_are():
+    out = io.StringIO()
+    progress = SearchProgress(3, console=Console(file=out, width=200))  # not a terminal: a line per event
+    progress("fail", {"trial": 4, "reason": "RuntimeError: shape [bold]mismatch[/bold] in layer[onnx]"})
+    assert out.getvalue() == "trial 4 failed: RuntimeError: shape [bold]mismatch[/bold] in layer[onnx]\n"

@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from rich.console import Console
 
@@ -29,13 +30,52 @@ class CliError(Exception):
     """A one-line error for the user."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are one line: the flag, what is wrong with it, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Every flag is checked as it is read, before any work: argparse names the flag ("argument --workers: ...").
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _input_size(text: str) -> tuple[int, int, int]:
     try:
         parts = tuple(int(p) for p in text.lower().split("x"))
     except ValueError:
         parts = ()
     if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"--input must look like 3x32x32 (channels x height x width), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must look like 3x32x32 (channels x height x width), got {text!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -43,11 +83,11 @@ def _limit(text: str) -> float:
     try:
         value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
     except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(
-            f"--max-macs must be a number (absolute MACs, or a fraction like 0.5 or 50% of the original), got {text!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--max-macs must be > 0, got {text!r}")
+            f"must be a number > 0 (absolute MACs, or a fraction like 0.5 or 50% of the original), got {text!r}"
+        )
     return value
 
 
@@ -163,12 +203,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     from .report import write_report
     from .search import SearchProgress, search
+    from .train import resolve_device
 
     # Ctrl-C stops cleanly even when the parent shell started us with SIGINT ignored (background jobs)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     config, config_path = _search_config(args)
     location = _location(args, config_path)
+    try:
+        resolve_device(config.device)  # --device cuda on a machine without CUDA: say so before any work
+    except ValueError as err:
+        raise CliError(str(err)) from None
     command = getattr(args, "command", None) or "search"
     console.print(f"pdenas {command}: {config.model} on {config.dataset}, {config.trials} trials, {location.describe()}",
                   highlight=False, soft_wrap=True)
@@ -245,16 +290,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_epochs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--epochs must be a whole number >= 0, got {text!r}")
-    return value
-
-
 # ------------------------------------------------------------------------------------------- parser
 
 
@@ -263,31 +298,31 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="zoo name, tv:NAME or package.module:factory")
     p.add_argument("--weights", help="state dict of the model (weights_only=True)")
     p.add_argument("--dataset", help="digits, cifar10, cifar100, or a path to an ImageFolder folder or .tar.gz")
-    p.add_argument("--trials", type=int, help="finished trials the study should hold")
-    p.add_argument("--epochs", type=int, help="training epochs per candidate")
-    p.add_argument("--subset", type=int, help="train each candidate on this many images (stratified, seeded)")
+    p.add_argument("--trials", type=_whole(1), help="finished trials the study should hold")
+    p.add_argument("--epochs", type=_whole(1), help="training epochs per candidate")
+    p.add_argument("--subset", type=_whole(1), help="train each candidate on this many images (stratified, seeded)")
     p.add_argument("--max-macs", type=_limit, help="MAC limit: absolute, or a fraction (0.5 or 50%%) of the original")
     p.add_argument("--study-dir", help="folder for the study, config and logs (default runs/<config name>)")
     p.add_argument("--storage", help="an Optuna storage URL (e.g. postgresql://user@host:5432/db) instead of the study dir's file")
-    p.add_argument("--study-name", help="study name in the storage (default pdenas)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--study-name", type=_name, help="study name in the storage (default pdenas)")
+    p.add_argument("--workers", type=_whole(1), default=1, help="worker processes on this machine")
+    p.add_argument("--seed", type=_whole(0), help="seeds the data split, the model, training and the sampler")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     shared = p.add_argument_group("shared study (--storage)")
-    shared.add_argument("--heartbeat", type=int, metavar="S",
+    shared.add_argument("--heartbeat", type=_whole(1), metavar="S",
                         help="seconds between a running trial's heartbeats (default 20)")
-    shared.add_argument("--grace-period", type=int, metavar="S",
+    shared.add_argument("--grace-period", type=_whole(1), metavar="S",
                         help="a running trial without a heartbeat for S seconds is stale: failed and re-run by another "
                         "worker (default 60, or 3x --heartbeat)")
-    shared.add_argument("--max-retry", type=int, metavar="N", help="re-run a stale trial at most N times in a row (default 3)")
-    shared.add_argument("--reconnect", type=float, metavar="S",
+    shared.add_argument("--max-retry", type=_whole(0), metavar="N", help="re-run a stale trial at most N times in a row (default 3)")
+    shared.add_argument("--reconnect", type=_seconds, metavar="S",
                         help="keep retrying for S seconds when the connection to the storage drops (default 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="pdenas", description="Make a CNN smaller and faster with PDE Global layers.")
+    parser = _Parser(prog="pdenas", description="Make a CNN smaller and faster with PDE Global layers.")
     parser.add_argument("--version", action="version", version=f"pdenas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -295,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet32_global")
     p.add_argument("--weights")
     p.add_argument("--input", type=_input_size, default=(3, 32, 32), help="CxHxW, default 3x32x32")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=_whole(1), default=10)
     p.set_defaults(func=cmd_info)
 
     for name, help_text in (("search", "search (or resume) compression plans"), ("worker", "join a (shared) study as one more worker")):
@@ -310,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html, trials.csv and pareto.csv into a study dir")
     p.add_argument("dir", nargs="?", help="the study directory (its config.json says where the study is stored)")
     p.add_argument("--storage", help="or: the storage URL of a shared study (report from any machine)")
-    p.add_argument("--study-name", help="the study's name in --storage (default pdenas)")
+    p.add_argument("--study-name", type=_name, help="the study's name in --storage (default pdenas)")
     p.add_argument("--out", help="folder for the report (default: the study directory; with --storage, runs/<study name>)")
     p.set_defaults(func=cmd_report)
 
@@ -329,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", default="pareto:knee",
                    help="a trial number, or pareto:best-accuracy, pareto:smallest, pareto:knee (default: the Pareto "
                    "point nearest the ideal corner once both axes are normalised)")
-    p.add_argument("--epochs", type=_export_epochs, default=0,
+    p.add_argument("--epochs", type=_whole(0), default=0,
                    help="epochs of further training after the search's budget, with a fresh cosine schedule (default 0)")
     p.add_argument("--out", help="the checkpoint's path (*.pt; the other files get its stem) or a folder "
                    "(default DIR/export/trial-N/model.pt)")

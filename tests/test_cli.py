@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from pdenas.cli import main
 
@@ -70,7 +71,54 @@ def test_unknown_model_is_one_line(capsys):
 def test_bad_input_size(capsys):
     with pytest.raises(SystemExit):
         main(["info", "--input", "32x32"])
-    assert "--input must look like 3x32x32" in capsys.readouterr().err
+    assert "argument --input: must look like 3x32x32" in capsys.readouterr().err
+
+
+SQLITE = "sqlite:///{tmp}/shared.db"
+BAD_FLAGS = [
+    (["search", "--workers", "0"], "argument --workers: must be a whole number >= 1, got '0'"),
+    (["worker", "--workers", "-2"], "argument --workers: must be a whole number >= 1, got '-2'"),
+    (["search", "--trials", "0"], "argument --trials: must be a whole number >= 1, got '0'"),
+    (["search", "--trials", "three"], "argument --trials: must be a whole number >= 1, got 'three'"),
+    (["search", "--epochs", "0"], "argument --epochs: must be a whole number >= 1, got '0'"),
+    (["search", "--subset", "0"], "argument --subset: must be a whole number >= 1, got '0'"),
+    (["search", "--seed", "-1"], "argument --seed: must be a whole number >= 0, got '-1'"),
+    (["search", "--seed", "4294967296"], "'seed' must be a whole number in [0, 2147483648), got 4294967296"),
+    (["search", "--max-macs", "-1"], "argument --max-macs: must be a number > 0"),
+    (["search", "--max-macs", "0%"], "argument --max-macs: must be a number > 0"),
+    (["search", "--max-macs", "nan"], "argument --max-macs: must be a number > 0"),
+    (["search", "--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["search", "--study-name", " "], "argument --study-name: must not be empty"),
+    (["search", "--storage", SQLITE, "--heartbeat", "0"], "argument --heartbeat: must be a whole number >= 1, got '0'"),
+    (["search", "--storage", SQLITE, "--heartbeat", "-5"], "argument --heartbeat: must be a whole number >= 1, got '-5'"),
+    (["search", "--storage", SQLITE, "--grace-period", "0"], "argument --grace-period: must be a whole number >= 1"),
+    (["search", "--storage", SQLITE, "--heartbeat", "5", "--grace-period", "5"],
+     "--grace-period (5 s) must be longer than --heartbeat (5 s)"),
+    (["search", "--storage", SQLITE, "--max-retry", "-1"], "argument --max-retry: must be a whole number >= 0"),
+    (["search", "--storage", SQLITE, "--reconnect", "-1"], "argument --reconnect: must be a number of seconds >= 0"),
+    (["search", "--heartbeat", "5"], "--heartbeat apply to a shared study (--storage URL) only"),
+    pytest.param(["search", "--device", "cuda"], "device 'cuda' was asked for but CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
+    (["info", "--num-classes", "0"], "argument --num-classes: must be a whole number >= 1, got '0'"),
+    (["info", "--input", "0x32x32"], "argument --input: must look like 3x32x32"),
+    (["export", "{tmp}/study", "--epochs", "-1"], "argument --epochs: must be a whole number >= 0, got '-1'"),
+    (["export", "{tmp}/study", "--format", "tflite"], "unknown export format 'tflite'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_FLAGS, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_every_flag_out_of_range_is_one_line_before_any_work(argv, message, tmp_path, capsys):
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    if argv[0] in ("search", "worker"):
+        argv += ["--study-dir", str(tmp_path / "study")]
+    try:
+        code = main(argv)
+    except SystemExit as exit:  # argparse
+        code = exit.code
+    assert code == 2
+    line = _one_line(capsys)
+    assert message in line and line.startswith(("pdenas: error: ", f"pdenas {argv[0]}: error: "))
+    assert list(tmp_path.iterdir()) == []  # nothing written: no study folder, no database
 
 
 def test_status_of_a_folder_that_is_not_a_study(tmp_path, capsys):

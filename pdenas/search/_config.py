@@ -35,6 +35,7 @@ __all__ = [
 
 # the objectives a search may optimise, with their directions
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", "latency": "minimize"}
+MAX_SEED = 2**31  # seeds (of the search and the sampler) lie in [0, MAX_SEED): numpy's and torch's range, with room per worker
 
 
 class SearchConfigError(ValueError):
@@ -262,6 +263,13 @@ def _validate(config: SearchConfig) -> None:
 
     if config.trials < 1:
         fail(f"'trials' must be >= 1, got {config.trials}")
+    for key, seed in (("seed", config.seed), ("sampler.seed", config.sampler.seed)):
+        if seed is not None and not 0 <= seed < MAX_SEED:
+            fail(f"'{key}' must be a whole number in [0, {MAX_SEED}), got {seed}")
+    if config.num_classes is not None and config.num_classes < 1:
+        fail(f"'num_classes' must be >= 1 (or null: the dataset's), got {config.num_classes}")
+    if config.sampler.startup_trials < 0:
+        fail(f"'sampler.startup_trials' must be >= 0, got {config.sampler.startup_trials}")
     if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
         fail(f"'device' must be auto, cpu or cuda, got {config.device!r}")
     if config.image_size is not None and config.image_size < 4:

@@ -77,6 +77,7 @@ def make_sampler(config: SearchConfig, *, worker: int = 0, shared: bool = False,
     seed = seed + 1000 * worker + 7919 * resumed_at  # distinct streams per worker and run, reproducible
     if shared:
         seed = (seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
+    seed %= 2**32  # numpy's range
     if config.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if config.sampler.name == "nsga2":

@@ -191,6 +191,55 @@ def test_the_original_is_its_completed_trial_not_a_failed_attempt(tmp_path):
     assert result.original["accuracy"] == trials[1].accuracy is not None
 
 
+def _plan_params(keep: int, iterations: int) -> dict:
+    """Search parameters of a plan for resnet_tiny's four stages: keep blocks, then a Global layer."""
+    params = {}
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        params.update({f"{stage}.keep": keep, f"{stage}.global": True, f"{stage}.iterations": iterations, f"{stage}.dt": 0.2})
+    return params
+
+
+def test_the_rebuilt_candidate_starts_from_the_searchs_weights(tmp_path, monkeypatch):
+    """Trial 2 (Global layers: new, random weights) follows an untrained trial (over the MAC limit), so
+    the search built it with the random generator wherever that trial left it; the export rebuilds it
+    alone. Both must start from the same weights, so that the export reproduces the trial's training."""
+    import pdenas.export._trial
+    import pdenas.search._trial
+    import pdenas.train
+
+    started: list[tuple[str, dict]] = []  # (who trained, the weights it started from)
+    real = pdenas.train.train_model
+
+    def spy(who):
+        def train_model(model, *args, **kwargs):
+            started.append((who, {k: v.clone() for k, v in model.state_dict().items()}))
+            return real(model, *args, **kwargs)
+        return train_model
+
+    for module, who in ((pdenas.train, "export"), (pdenas.search._trial, "search"), (pdenas.export._trial, "export")):
+        if hasattr(module, "train_model"):
+            monkeypatch.setattr(module, "train_model", spy(who))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("global_layer: [true, false]", "global_layer: [true]") + "constraints:\n  max_macs: 0.45\n")
+    settings = SearchConfig.from_yaml(config)
+    location = StudyLocation(tmp_path / "study")
+    study, _ = create_or_load_study(location, settings, None)  # the original's trial, then:
+    study.enqueue_trial(_plan_params(keep=2, iterations=2))  # over the MAC limit: not trained
+    study.enqueue_trial(_plan_params(keep=1, iterations=1))  # trained
+    assert search(settings, location=location).completed == 3
+    trials = [record(t) for t in open_study(location.directory).trials]
+    assert [t.feasible for t in trials[1:]] == [False, True]
+    searched = [weights for who, weights in started if who == "search"]
+    assert len(searched) == 2  # the original and trial 2
+
+    result = export_trial(location.directory, trial=2, out=tmp_path / "out")
+    who, exported = started[-1]
+    assert who == "export" and exported.keys() == searched[1].keys() and set(exported) - set(searched[0])  # new layers
+    for name, tensor in searched[1].items():
+        assert torch.equal(exported[name], tensor), name
+    assert result.retrained_accuracy == result.search_accuracy  # one thread: the same training, bit for bit
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 

@@ -4,11 +4,11 @@ The search keeps each trial's plan and scores, not its weights, so exporting reb
 exactly as the search did (the same data split, base model and weights, from the study's stored
 configuration), trains it, evaluates it and saves it:
 
-1. ``compress(base_model, plan)`` with the study's seed;
+1. ``pdenas.search.build_candidate``: the plan applied to the base model, its new weights seeded from
+   the study's seed and the plan, as the search seeded them (the same initial weights, bit for bit);
 2. training on the search's budget (``budget.epochs``, its schedule, seed and distillation): this
-   repeats the trial's own training, so the accuracy is comparable with the one the search recorded
-   (not bit-identical: the search initialises each candidate's Global layers from wherever the random
-   generator stood after the trials before it);
+   repeats the trial's own training, so the accuracy is the one the search recorded, up to the
+   nondeterminism of the device's kernels (on one CPU thread, exactly);
 3. with ``epochs=E > 0``, E more epochs with a fresh optimizer and learning-rate schedule (warm-up and
    cosine decay again), on the same data (shuffles continue where the budget's stopped);
 4. evaluation on the study's validation split, then, on the CPU, params, MACs and latency (batch 1,
@@ -41,8 +41,8 @@ from .. import _format as fmt
 from .._util import first_line
 from ..cost import latency, profile
 from ..report import ReportError, open_study, select_trial
-from ..search import SearchConfig, SearchConfigError, SearchContext, StudyRecord, TrialRecord, build_context
-from ..surgery import CompressionPlan, PlanError, compress, load_compressed, save_compressed
+from ..search import SearchConfig, SearchConfigError, SearchContext, StudyRecord, TrialRecord, build_candidate, build_context
+from ..surgery import CompressionPlan, PlanError, load_compressed, save_compressed
 from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
 from ._errors import ExportError
 from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, check_formats, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
@@ -229,9 +229,8 @@ def _rebuild(source: _Source) -> tuple[SearchContext, nn.Module]:
         ctx = build_context(source.config)
     except (ValueError, OSError) as err:  # SearchConfigError, DataError, ModelSpecError/WeightsError, missing files
         raise ExportError(f"cannot rebuild the study's data and model: {first_line(err)}") from None
-    torch.manual_seed(source.config.seed)
     try:
-        return ctx, compress(ctx.base_model, source.plan, ctx.example_input())
+        return ctx, build_candidate(ctx, source.plan)  # the search's candidate, weight for weight
     except Exception as err:  # noqa: BLE001 - a plan that no longer fits the model
         raise ExportError(
             f"trial {source.trial.number}'s plan does not fit {source.config.model} any more: {first_line(err)}"

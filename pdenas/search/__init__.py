@@ -17,7 +17,7 @@ from ._config import (
     SearchConfigError,
     SearchSpace,
 )
-from ._context import SearchContext, build_context
+from ._context import SearchContext, build_candidate, build_context, candidate_seed, plan_key
 from ._study import StorageOptions, StudyError, StudyLocation, link_study_dir, open_storage, read_config
 from ._storage import StorageUnavailable
 from ._progress import SearchProgress, pareto_rows
@@ -44,13 +44,16 @@ __all__ = [
     "StudyRecord",
     "StudyLocation",
     "TrialRecord",
+    "build_candidate",
     "build_context",
+    "candidate_seed",
     "create_or_load_study",
     "default_space_path",
     "link_study_dir",
     "open_storage",
     "pareto_rows",
     "pareto_trials",
+    "plan_key",
     "read_config",
     "recover_stale_trials",
     "run_worker",

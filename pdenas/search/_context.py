@@ -1,21 +1,26 @@
 """What every worker process sets up once: the base model (with the user's weights), its stages,
-the data, the original model's cost and the absolute constraint limits."""
+the data, the original model's cost and the absolute constraint limits; and each trial's candidate,
+built from it with weights that depend on the study's seed and the plan only (so ``pdenas export``
+rebuilds the very candidate the search trained)."""
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..cost import Cost, latency, profile
 from ..data import load_dataset
-from ..surgery import Stage, build_model, find_stages, load_weights
+from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
 from ..train import resolve_device
 from ._config import SearchConfig, SearchConfigError
 from ._suggest import select_stages
 
-__all__ = ["SearchContext", "build_context"]
+__all__ = ["SearchContext", "build_candidate", "build_context", "candidate_seed", "plan_key"]
 
 
 @dataclass
@@ -61,6 +66,26 @@ def build_context(config: SearchConfig) -> SearchContext:
     return ctx
 
 
+def plan_key(plan: CompressionPlan | dict[str, Any]) -> str:
+    """A plan as text: equal for equal plans (what the search compares to reuse a trained result)."""
+    data = plan.to_dict() if isinstance(plan, CompressionPlan) else plan
+    return json.dumps(data, sort_keys=True)
+
+
+def candidate_seed(seed: int, plan: CompressionPlan) -> int:
+    """The seed of a candidate's new weights (its Global layers): the study's seed and the plan, nothing else."""
+    return zlib.crc32(f"{seed}:{plan_key(plan)}".encode())
+
+
+def build_candidate(ctx: SearchContext, plan: CompressionPlan) -> nn.Module:
+    """``plan`` applied to the base model, its new weights drawn from :func:`candidate_seed`: the same
+    weights whichever trials ran before it, in the search and in the export (the global random state is
+    left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(candidate_seed(ctx.config.seed, plan))
+        return compress(ctx.base_model, plan, ctx.example_input())
+
+
 def _wants_latency(config: SearchConfig) -> bool:
     return config.measure_latency or "latency" in config.objectives
 
@@ -75,7 +100,7 @@ def _check_budget_possible(ctx: SearchContext) -> None:
     """Refuse a constraint that no plan in the space can meet (the smallest plan is measured)."""
     if ctx.max_macs is None and ctx.max_params is None:
         return
-    from ..surgery import CompressionPlan, StagePlan, compress
+    from ..surgery import StagePlan
 
     low = ctx.config.space.keep.low
     smallest = CompressionPlan(stages={s.name: StagePlan(keep=min(low, s.m), global_layer=None) for s in ctx.stages})

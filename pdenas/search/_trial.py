@@ -7,7 +7,6 @@ with the reason, and the search goes on.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -16,14 +15,14 @@ import optuna
 from optuna.trial import TrialState
 
 from ..cost import latency, profile
-from ..surgery import CompressionPlan, compress
+from ..surgery import CompressionPlan
 from ..train import train_model
-from ._context import SearchContext
+from ._context import SearchContext, build_candidate, plan_key
 from ._record import TrialRecord
 from ._storage import fail_stale_trials
 from ._suggest import suggest_plan
 
-__all__ = ["TrialOutcome", "run_trial", "plan_key"]
+__all__ = ["TrialOutcome", "run_trial"]
 
 EpochCallback = Callable[[int, int, float], None]
 
@@ -33,11 +32,6 @@ class TrialOutcome:
     state: TrialState
     values: list[float] | None
     failure: str | None = None
-
-
-def plan_key(plan: CompressionPlan | dict[str, Any]) -> str:
-    data = plan.to_dict() if isinstance(plan, CompressionPlan) else plan
-    return json.dumps(data, sort_keys=True)
 
 
 def run_trial(
@@ -52,7 +46,7 @@ def run_trial(
     key = plan_key(plan)
     TrialRecord.write(trial, plan=plan.to_dict(), plan_text=plan.describe(ctx.stages), seed=config.seed)
 
-    candidate = compress(ctx.base_model, plan, ctx.example_input())
+    candidate = build_candidate(ctx, plan)
     cost = profile(candidate, ctx.input_size)
     feasible = _set_constraints(trial, ctx, cost.macs, cost.params)
     TrialRecord.write(trial, macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, feasible=feasible)

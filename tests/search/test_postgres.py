@@ -21,9 +21,8 @@ import torch
 from optuna.trial import TrialState
 
 from pdenas import cli
-from pdenas.search import StudyRecord, TrialRecord
+from pdenas.search import StudyRecord, TrialRecord, plan_key
 from pdenas.search._storage import STALE
-from pdenas.search._trial import plan_key
 
 from .conftest import pdenas_cmd
 

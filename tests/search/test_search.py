@@ -13,9 +13,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pdenas.search import SearchConfig, StudyLocation, open_storage, run_worker, search
-from pdenas.search import StudyRecord, TrialRecord
-from pdenas.search._trial import plan_key
+from pdenas.search import SearchConfig, StudyLocation, StudyRecord, TrialRecord, open_storage, plan_key, run_worker, search
 
 from .conftest import pdenas_cmd, run_pdenas
 

@@ -61,11 +61,13 @@ def test_info_lists_stages_and_what_the_paper_plan_saves(capsys):
     assert "the paper's plan" in out and "x fewer" in out
 
 
-def test_unknown_model_is_one_line(capsys):
-    assert main(["info", "--model", "resnet23"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("pdenas: error: unknown model 'resnet23'") or "did you mean" in err
-    assert "Traceback" not in err
+@pytest.mark.parametrize(("model", "suggestion"), [("resnet23", "resnet32"), ("rsenet_tiny", "resnet_tiny"), ("zzz", None)])
+def test_unknown_model_is_one_line_with_the_closest_name(model, suggestion, capsys):
+    assert main(["info", "--model", model]) == 2
+    line = _one_line(capsys)
+    hint = f" (did you mean '{suggestion}'?)" if suggestion else ""
+    assert line.startswith(f"pdenas: error: unknown model '{model}'{hint}; --model takes a zoo name (resnet20, ")
+    assert ("did you mean" in line) == (suggestion is not None)
 
 
 def test_bad_input_size(capsys):

@@ -300,4 +300,4 @@ def test_cli_unknown_format_and_bad_epochs(study_dir, capsys):
     assert "unknown export format 'tflite'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", str(study_dir), "--epochs", "-1"])
-    assert "--epochs must be a whole number >= 0" in capsys.readouterr().err
+    assert "argument --epochs: must be a whole number >= 0" in capsys.readouterr().err

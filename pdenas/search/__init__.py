@@ -20,7 +20,7 @@ from ._config import (
 from ._context import SearchContext, build_candidate, build_context, candidate_seed, plan_key
 from ._study import StorageOptions, StudyError, StudyLocation, link_study_dir, open_storage, read_config
 from ._storage import StorageUnavailable
-from ._progress import SearchProgress, pareto_rows
+from ._progress import SearchProgress
 from ._defaults import default_space_path
 from ._record import FORMAT_VERSION, OriginalModel, StudyRecord, TrialRecord, pareto_trials
 
@@ -51,7 +51,6 @@ __all__ = [
     "default_space_path",
     "link_study_dir",
     "open_storage",
-    "pareto_rows",
     "pareto_trials",
     "plan_key",
     "read_config",

@@ -17,10 +17,10 @@ from rich.text import Text
 from .. import _format as fmt
 from ._record import StudyRecord, TrialRecord, pareto_trials
 
-__all__ = ["SearchProgress", "pareto_rows"]
+__all__ = ["SearchProgress"]
 
 
-def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+def _pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """The Pareto set so far (:func:`pareto_trials`), trained trials only, by MACs, with the MAC ratio to the original."""
     original = StudyRecord.from_study(study).original
     rows = []
@@ -146,7 +146,7 @@ class SearchProgress:
         pareto = Table(title="Pareto set so far", title_justify="left", expand=True, show_edge=False)
         for name, justify in (("trial", "right"), ("accuracy", "right"), ("MACs", "right"), ("fewer MACs", "right"), ("plan", "left")):
             pareto.add_column(name, justify=justify)
-        for row in pareto_rows(self._study):
+        for row in _pareto_rows(self._study):
             pareto.add_row(
                 str(row["number"]) + (" (original)" if row["reference"] else ""),
                 fmt.percent(row["accuracy"]), fmt.count(row["macs"], digits=4), fmt.ratio(row["macs_ratio"]), Text(row["plan"]),

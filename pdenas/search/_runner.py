@@ -137,20 +137,18 @@ def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
+def _progress(study: optuna.Study, *, before: int | None = None) -> tuple[int, int]:
+    """(completed trials, trials running in live workers; with ``before``, only those numbered below it)."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    running = sum(t.state == TrialState.RUNNING and (before is None or t.number < before) and _alive(t, study) for t in trials)
+    return done, running
+
+
 def _surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when the trial just asked for is beyond the target (others got there first)."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
-    ahead = sum(t.state == TrialState.RUNNING and t.number < number and _alive(t, study) for t in trials)
+    done, ahead = _progress(study, before=number)
     return done + ahead >= target
-
-
-def _progress(study: optuna.Study) -> tuple[int, int]:
-    """(completed trials, trials running in live workers)."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
-    running = sum(t.state == TrialState.RUNNING and _alive(t, study) for t in trials)
-    return done, running
 
 
 def _alive(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> bool:

@@ -25,6 +25,7 @@ from ._suggest import suggest_plan
 __all__ = ["TrialOutcome", "run_trial"]
 
 EpochCallback = Callable[[int, int, float], None]
+WAIT_FOR_DUPLICATES = 3600.0  # seconds to wait for another worker training the same plan
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,6 @@ class TrialOutcome:
 
 def run_trial(
     study: optuna.Study, trial: optuna.Trial, ctx: SearchContext, *, on_epoch: EpochCallback | None = None,
-    wait_for_duplicates: float = 3600.0,
 ) -> TrialOutcome:
     """Evaluate ``trial``; the caller tells Optuna the outcome."""
     start = time.perf_counter()
@@ -58,7 +58,7 @@ def run_trial(
         TrialRecord.write(trial, wall_time=time.perf_counter() - start)
         return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, 0.0, cost, latency_ms))
 
-    earlier = _find_result(study, trial.number, key, wait_for_duplicates)
+    earlier = _find_result(study, trial.number, key, WAIT_FOR_DUPLICATES)
     if earlier is not None:
         TrialRecord.write(
             trial, accuracy=earlier.accuracy, train_time=earlier.train_time, eval_time=earlier.eval_time,

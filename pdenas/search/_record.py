@@ -9,8 +9,10 @@ resolved configuration, the versions that created it, the layout format and the 
 figures (:class:`OriginalModel`).
 
 Each recorded field names its user attribute and how to read it back (``_recorded``), so adding a field
-is one line here and touches no reader. Values that are not what the field expects (a study written by
-another tool) read as missing, never as an error. The layout (:data:`FORMAT_VERSION`) is that of
+is one line here and touches no reader, e.g. per-stage losses
+``stage_losses: dict[str, float] | None = _recorded("stage_losses", _float_map)`` with a decoder that
+returns None for anything else (tuples are stored as lists). Values that are not what the field expects
+(a study written by another tool) read as missing, never as an error. The layout (:data:`FORMAT_VERSION`) is that of
 pdenas 0.1.0: a study folder written by it opens unchanged.
 
 Objective values are in the order of the configuration's ``objectives`` (also the study's metric names),
@@ -262,7 +264,8 @@ class StudyRecord:
 
     @classmethod
     def from_study(cls, study: optuna.Study, records: Sequence[TrialRecord] | None = None) -> "StudyRecord":
-        """The record of ``study``; ``records``: its trials' records, when already read."""
+        """The record of ``study``. ``records``: its trials' records, when already read (the original
+        model's figures come from them; ``[]`` when only the configuration is wanted: no trial is read)."""
         attrs = study.user_attrs
         if records is None:
             records = [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False)]

@@ -127,9 +127,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     paper = CompressionPlan.paper(stages)
     small = profile(compress(model, paper, example), args.input)
     console.print(
-        f"the paper's plan ({paper.describe()}): {small.params:,} params ({cost.params / small.params:.2f}x fewer), "
-        f"{fmt.count(small.macs, digits=4)} MACs ({cost.macs / small.macs:.2f}x fewer), "
-        f"{fmt.count(small.conv_macs, digits=4)} conv MACs ({cost.conv_macs / small.conv_macs:.2f}x fewer)"
+        f"the paper's plan ({paper.describe()}): {small.params:,} params ({fmt.ratio(cost.params / small.params)} fewer), "
+        f"{fmt.count(small.macs, digits=4)} MACs ({fmt.ratio(cost.macs / small.macs)} fewer), "
+        f"{fmt.count(small.conv_macs, digits=4)} conv MACs ({fmt.ratio(cost.conv_macs / small.conv_macs)} fewer)"
     )
     if args.model not in list_models() and not args.model.startswith("tv:") and ":" not in args.model:
         console.print(f"zoo models: {', '.join(list_models())}")

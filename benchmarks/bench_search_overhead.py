@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pdenas.search import StudyLocation, open_storage, read_config  # noqa: E402
-from pdenas.search import _attrs as A  # noqa: E402
+from pdenas.search import TrialRecord  # noqa: E402
 
 
 def main() -> None:
@@ -49,11 +49,11 @@ def main() -> None:
     print(f"# search overhead, {datetime.date.today()}, {platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}")
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        attrs = t.user_attrs
-        if A.TRAIN_TIME not in attrs or A.REUSED_FROM in attrs or t.datetime_complete is None:
+        record = TrialRecord.from_trial(t)
+        if record.train_time is None or record.reused_from is not None or t.datetime_complete is None:
             continue  # reused or untrained trials have no training to compare with
         wall = (t.datetime_complete - t.datetime_start).total_seconds()
-        work = attrs[A.TRAIN_TIME] + attrs.get(A.EVAL_TIME, 0.0)
+        work = record.train_time + (record.eval_time or 0.0)
         rows.append((t.number, wall, work, 1 - work / wall))
         print(f"trial {t.number:3d}: wall {wall:7.2f} s, train+eval {work:7.2f} s, overhead {100 * (1 - work / wall):5.2f}%")
     if not rows:

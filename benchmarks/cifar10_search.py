@@ -55,7 +55,7 @@ import yaml
 import pdenas
 from pdenas.data import load_dataset
 from pdenas.report import build_report_data, open_study
-from pdenas.search import SearchSpace
+from pdenas.search import SearchConfig
 from pdenas.train import evaluate, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,7 +193,7 @@ def pretrain(search_dir: Path, holdout_dir: Path, work: Path, budget: Budget) ->
     info = work / f"{MODEL}-pretrained.json"
     if path.is_file() and info.is_file():
         return path
-    space = SearchSpace.from_yaml(SPACE)
+    space = SearchConfig.from_yaml(SPACE)
     train_budget = dataclasses.replace(space.budget, epochs=budget.pretrain_epochs)
     data = load_dataset(search_dir, seed=0, val_fraction=space.budget.val_fraction, subset=budget.pretrain_subset)
     torch.manual_seed(0)

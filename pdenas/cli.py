@@ -11,21 +11,62 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from rich.console import Console
 
 __all__ = ["main"]
 
-console = Console()
-err_console = Console(stderr=True)
+# markup off: user text (paths, model names, errors such as "pip install 'pdenas[onnx]'") prints as it is
+console = Console(markup=False, highlight=False)
+err_console = Console(stderr=True, markup=False, highlight=False)
 
 
 class CliError(Exception):
     """A one-line error for the user."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose errors are one line: the flag, what is wrong with it, and where the help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# Every flag is checked as it is read, before any work: argparse names the flag ("argument --workers: ...").
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _input_size(text: str) -> tuple[int, int, int]:
@@ -34,7 +75,7 @@ def _input_size(text: str) -> tuple[int, int, int]:
     except ValueError:
         parts = ()
     if len(parts) != 3 or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"--input must look like 3x32x32 (channels x height x width), got {text!r}")
+        raise argparse.ArgumentTypeError(f"must look like 3x32x32 (channels x height x width), got {text!r}")
     return parts  # type: ignore[return-value]
 
 
@@ -42,11 +83,11 @@ def _limit(text: str) -> float:
     try:
         value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
     except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(
-            f"--max-macs must be a number (absolute MACs, or a fraction like 0.5 or 50% of the original), got {text!r}"
-        ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"--max-macs must be > 0, got {text!r}")
+            f"must be a number > 0 (absolute MACs, or a fraction like 0.5 or 50% of the original), got {text!r}"
+        )
     return value
 
 
@@ -55,9 +96,10 @@ def _limit(text: str) -> float:
 
 def cmd_info(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
+    from . import _format as fmt
     from .cost import profile
-    from .search._progress import format_macs
     from .surgery import CompressionPlan, NoStagesError, build_model, compress, find_stages, load_weights
     from .zoo import list_models
 
@@ -67,8 +109,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.weights:
         load_weights(model, args.weights)
     cost = profile(model, args.input)
-    console.print(f"[bold]{args.model}[/] on {'x'.join(map(str, args.input))} input: "
-                  f"{cost.params:,} params, {format_macs(cost.macs)} MACs (honest), {format_macs(cost.conv_macs)} conv MACs (fvcore/paper)")
+    console.print(Text(args.model, style="bold") + f" on {'x'.join(map(str, args.input))} input: "
+                  f"{cost.params:,} params, {fmt.count(cost.macs, digits=4)} MACs (honest), {fmt.count(cost.conv_macs, digits=4)} conv MACs (fvcore/paper)")
     example = torch.zeros(2, *args.input)
     console.print(_layers_table(model, example))
     try:
@@ -80,14 +122,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     for col in ("stage", "m", "channels", "spatial", "MACs/block", "params/block"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in stages:
-        table.add_row(s.name, str(s.m), str(s.channels), f"{s.height}x{s.width}", format_macs(s.block_macs), f"{s.block_params:,}")
+        table.add_row(s.name, str(s.m), str(s.channels), f"{s.height}x{s.width}", fmt.count(s.block_macs, digits=4), f"{s.block_params:,}")
     console.print(table)
     paper = CompressionPlan.paper(stages)
     small = profile(compress(model, paper, example), args.input)
     console.print(
-        f"the paper's plan ({paper.describe()}): {small.params:,} params ({cost.params / small.params:.2f}x fewer), "
-        f"{format_macs(small.macs)} MACs ({cost.macs / small.macs:.2f}x fewer), "
-        f"{format_macs(small.conv_macs)} conv MACs ({cost.conv_macs / small.conv_macs:.2f}x fewer)"
+        f"the paper's plan ({paper.describe()}): {small.params:,} params ({fmt.ratio(cost.params / small.params)} fewer), "
+        f"{fmt.count(small.macs, digits=4)} MACs ({fmt.ratio(cost.macs / small.macs)} fewer), "
+        f"{fmt.count(small.conv_macs, digits=4)} conv MACs ({fmt.ratio(cost.conv_macs / small.conv_macs)} fewer)"
     )
     if args.model not in list_models() and not args.model.startswith("tv:") and ":" not in args.model:
         console.print(f"zoo models: {', '.join(list_models())}")
@@ -98,9 +140,9 @@ def _layers_table(model: Any, example: Any) -> Any:
     """Top-level modules with their parameters, honest MACs and Global layers."""
     from rich.table import Table
 
+    from . import _format as fmt
     from .cost import count_params, macs_by_module
     from .nn import GlobalLayer
-    from .search._progress import format_macs
 
     macs = macs_by_module(model, example)
     table = Table(title="layers", title_justify="left")
@@ -109,17 +151,18 @@ def _layers_table(model: Any, example: Any) -> Any:
     for name, child in model.named_children():
         layers = [m for m in child.modules() if isinstance(m, GlobalLayer)]
         glob = ", ".join(f"K={m.config.iterations} dt={m.config.dt:g} C={m.channels}" for m in layers)
-        table.add_row(name, f"{count_params(child):,}", format_macs(macs.get(name, 0)), glob or "-")
+        table.add_row(name, f"{count_params(child):,}", fmt.count(macs.get(name, 0), digits=4), glob or "-")
     return table
 
 
 # -------------------------------------------------------------------------------------------- search
 
 
-def _search_space(args: argparse.Namespace) -> Any:
-    from .search import SearchSpace, default_space_path
+def _search_config(args: argparse.Namespace) -> Any:
+    """The search configuration: the YAML file (--config, or the default) with the flags over it; and its path."""
+    from .search import SearchConfig, default_space_path
 
-    config = Path(args.config) if args.config else default_space_path()
+    path = Path(args.config) if args.config else default_space_path()
     overrides = {
         "model": args.model,
         "weights": args.weights,
@@ -131,10 +174,10 @@ def _search_space(args: argparse.Namespace) -> Any:
         "seed": args.seed,
         "device": args.device,
     }
-    return SearchSpace.from_yaml(config, **overrides), config
+    return SearchConfig.from_yaml(path, **overrides), path
 
 
-def _location(args: argparse.Namespace, config: Path) -> Any:
+def _location(args: argparse.Namespace, config_path: Path) -> Any:
     from .search import StorageOptions, StudyLocation
 
     name = args.study_name or "pdenas"
@@ -143,7 +186,7 @@ def _location(args: argparse.Namespace, config: Path) -> Any:
     elif args.storage:
         directory = Path("runs") / name
     else:
-        directory = Path("runs") / config.stem
+        directory = Path("runs") / config_path.stem
     given = {key: getattr(args, key) for key in ("heartbeat", "grace_period", "max_retry", "reconnect")
              if getattr(args, key) is not None}
     if given and not args.storage:
@@ -158,86 +201,64 @@ def _location(args: argparse.Namespace, config: Path) -> Any:
 def cmd_search(args: argparse.Namespace) -> int:
     import signal
 
-    from .search import SearchProgress, open_storage, search
+    from .report import write_report
+    from .search import SearchProgress, search
+    from .train import resolve_device
 
     # Ctrl-C stops cleanly even when the parent shell started us with SIGINT ignored (background jobs)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    space, config = _search_space(args)
-    location = _location(args, config)
+    config, config_path = _search_config(args)
+    location = _location(args, config_path)
+    try:
+        resolve_device(config.device)  # --device cuda on a machine without CUDA: say so before any work
+    except ValueError as err:
+        raise CliError(str(err)) from None
     command = getattr(args, "command", None) or "search"
-    console.print(f"pdenas {command}: {space.model} on {space.dataset}, {space.trials} trials, {location.describe()}",
+    console.print(f"pdenas {command}: {config.model} on {config.dataset}, {config.trials} trials, {location.describe()}",
                   highlight=False, soft_wrap=True)
-    study_ref: dict[str, Any] = {}
-
-    def get_study() -> Any:
-        if "study" not in study_ref:
-            import optuna
-
-            study_ref["study"] = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
-        return study_ref["study"]
-
-    with SearchProgress(get_study, space.trials, console=console) as progress:
-        result = search(space, location=location, workers=args.workers, on_event=progress,
-                        display=lambda study, procs: progress.refresh())
+    with SearchProgress(config.trials, console=console) as progress:
+        result = search(config, location=location, workers=args.workers, on_event=progress)
     console.print(f"{result.completed} trials finished, {result.failed} failed in {location.describe()}", highlight=False, soft_wrap=True)
     if result.interrupted:
         console.print("interrupted: run the same command again to resume", highlight=False)
         return 130
-    report = _write_report(location.directory)
-    if report is not None:
-        console.print(f"report: {report}", highlight=False, soft_wrap=True)
+    console.print(f"report: {write_report(location.directory)}", highlight=False, soft_wrap=True)
     return 0
 
 
-def _write_report(directory: Path) -> Path | None:
-    try:
-        from .report import write_report
-    except ImportError:
-        return None
-    return write_report(directory)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
-    import optuna
     from optuna.trial import TrialState
-    from rich.table import Table
 
-    from .search import StudyLocation, open_storage, pareto_rows, read_config
-    from .search import _attrs as A
-    from .search._progress import format_macs
+    from . import _format as fmt
+    from .report import build_report_data, locate_study, open_study, print_pareto
+    from .search import StudyRecord
 
-    directory = Path(args.dir)
-    config = read_config(directory)
-    location = StudyLocation(directory, config.get("storage"), config["study_name"])
-    study = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
-    trials = study.get_trials(deepcopy=False)
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
-    target = config.get("search", {}).get("trials", "?")
+    location = locate_study(Path(args.dir))
+    study = open_study(location.directory)  # reads only: never creates a file
+    data = build_report_data(study, importances=False)
+    counts = {state.name.lower(): sum(t.state == state for t in data.trials) for state in TrialState}
+    target = (StudyRecord.from_study(study, records=[]).config or {}).get("trials", "?")
     console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (target {target} finished)",
                   highlight=False, soft_wrap=True)
-    original = study.user_attrs.get(A.ORIGINAL, {})
-    if original:
-        console.print(f"original model: {original.get('params', 0):,} params, {format_macs(original.get('macs', 0))} MACs", highlight=False)
-    table = Table(title="Pareto set", title_justify="left")
-    for col in ("trial", "accuracy", "MACs", "fewer MACs", "params", "plan"):
-        table.add_column(col)
-    for row in pareto_rows(study):
-        table.add_row(str(row["number"]) + (" (original)" if row["reference"] else ""), f"{row['accuracy'] * 100:.2f}%",
-                      format_macs(row["macs"]), f"{row['macs_ratio']:.2f}x", f"{row['params']:,}", row["plan"])
-    console.print(table)
-    failures = [t for t in trials if t.state == TrialState.FAIL]
-    for t in failures[-5:]:
-        console.print(f"trial {t.number} failed: {t.user_attrs.get(A.FAILURE, '?')}", highlight=False)
+    original = data.original
+    if original.macs is not None:
+        console.print(f"original model: accuracy {fmt.percent(original.accuracy)}, {fmt.count(original.params)} params, "
+                      f"{fmt.count(original.macs, digits=4)} MACs", highlight=False)
+    print_pareto(data, console)
+    for t in [t for t in data.trials if t.state == TrialState.FAIL][-5:]:
+        console.print(f"trial {t.number} failed: {t.failure}", highlight=False, soft_wrap=True)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
+    from .search import link_study_dir
 
-    if args.storage:
-        directory = _study_dir_for(args.storage, args.study_name or "pdenas", args.out or args.dir)
-        path = write_report(directory)
+    if args.storage:  # a folder whose config.json points at the shared study: status, show, export work on it too
+        name = args.study_name or "pdenas"
+        location = link_study_dir(Path(args.out or args.dir or Path("runs") / name), args.storage, name)
+        path = write_report(location.directory)
     elif args.dir:
         if args.study_name:
             raise CliError("--study-name goes with --storage URL; a study directory names its study in config.json")
@@ -246,32 +267,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError("pdenas report needs a study directory (pdenas report runs/NAME), or --storage URL --study-name NAME")
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
     return 0
-
-
-def _study_dir_for(storage: str, name: str, directory: str | None) -> Path:
-    """A study directory for the study ``name`` in ``storage``: its config.json points at it, so that
-    report, status, show and export work from any machine that reaches the storage."""
-    import optuna
-
-    from ._urls import mask_url
-    from .search import StudyLocation, open_storage, read_config
-    from .search import _attrs as A
-    from .search._study import write_config
-
-    location = StudyLocation(Path(directory) if directory else Path("runs") / name, storage, name)
-    if location.config_path.is_file():
-        config = read_config(location.directory)
-        if (config.get("storage"), config.get("study_name")) != (storage, name):
-            other = mask_url(config["storage"]) if config.get("storage") else "its own study.log"
-            raise CliError(f"{location.directory} already holds study '{config.get('study_name')}' in {other}: "
-                           "choose another folder with --out")
-        return location.directory
-    try:
-        study = optuna.load_study(study_name=name, storage=open_storage(location))
-    except KeyError:
-        raise CliError(f"there is no study '{name}' in {mask_url(storage)}: check --study-name") from None
-    write_config(location, study.user_attrs.get(A.CONFIG, {}))
-    return location.directory
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -295,16 +290,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_epochs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--epochs must be a whole number >= 0, got {text!r}")
-    return value
-
-
 # ------------------------------------------------------------------------------------------- parser
 
 
@@ -313,31 +298,31 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="zoo name, tv:NAME or package.module:factory")
     p.add_argument("--weights", help="state dict of the model (weights_only=True)")
     p.add_argument("--dataset", help="digits, cifar10, cifar100, or a path to an ImageFolder folder or .tar.gz")
-    p.add_argument("--trials", type=int, help="finished trials the study should hold")
-    p.add_argument("--epochs", type=int, help="training epochs per candidate")
-    p.add_argument("--subset", type=int, help="train each candidate on this many images (stratified, seeded)")
+    p.add_argument("--trials", type=_whole(1), help="finished trials the study should hold")
+    p.add_argument("--epochs", type=_whole(1), help="training epochs per candidate")
+    p.add_argument("--subset", type=_whole(1), help="train each candidate on this many images (stratified, seeded)")
     p.add_argument("--max-macs", type=_limit, help="MAC limit: absolute, or a fraction (0.5 or 50%%) of the original")
     p.add_argument("--study-dir", help="folder for the study, config and logs (default runs/<config name>)")
     p.add_argument("--storage", help="an Optuna storage URL (e.g. postgresql://user@host:5432/db) instead of the study dir's file")
-    p.add_argument("--study-name", help="study name in the storage (default pdenas)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--study-name", type=_name, help="study name in the storage (default pdenas)")
+    p.add_argument("--workers", type=_whole(1), default=1, help="worker processes on this machine")
+    p.add_argument("--seed", type=_whole(0), help="seeds the data split, the model, training and the sampler")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     shared = p.add_argument_group("shared study (--storage)")
-    shared.add_argument("--heartbeat", type=int, metavar="S",
+    shared.add_argument("--heartbeat", type=_whole(1), metavar="S",
                         help="seconds between a running trial's heartbeats (default 20)")
-    shared.add_argument("--grace-period", type=int, metavar="S",
+    shared.add_argument("--grace-period", type=_whole(1), metavar="S",
                         help="a running trial without a heartbeat for S seconds is stale: failed and re-run by another "
                         "worker (default 60, or 3x --heartbeat)")
-    shared.add_argument("--max-retry", type=int, metavar="N", help="re-run a stale trial at most N times in a row (default 3)")
-    shared.add_argument("--reconnect", type=float, metavar="S",
+    shared.add_argument("--max-retry", type=_whole(0), metavar="N", help="re-run a stale trial at most N times in a row (default 3)")
+    shared.add_argument("--reconnect", type=_seconds, metavar="S",
                         help="keep retrying for S seconds when the connection to the storage drops (default 60)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="pdenas", description="Make a CNN smaller and faster with PDE Global layers.")
+    parser = _Parser(prog="pdenas", description="Make a CNN smaller and faster with PDE Global layers.")
     parser.add_argument("--version", action="version", version=f"pdenas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -345,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet32_global")
     p.add_argument("--weights")
     p.add_argument("--input", type=_input_size, default=(3, 32, 32), help="CxHxW, default 3x32x32")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--num-classes", type=_whole(1), default=10)
     p.set_defaults(func=cmd_info)
 
     for name, help_text in (("search", "search (or resume) compression plans"), ("worker", "join a (shared) study as one more worker")):
@@ -360,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write report.html, trials.csv and pareto.csv into a study dir")
     p.add_argument("dir", nargs="?", help="the study directory (its config.json says where the study is stored)")
     p.add_argument("--storage", help="or: the storage URL of a shared study (report from any machine)")
-    p.add_argument("--study-name", help="the study's name in --storage (default pdenas)")
+    p.add_argument("--study-name", type=_name, help="the study's name in --storage (default pdenas)")
     p.add_argument("--out", help="folder for the report (default: the study directory; with --storage, runs/<study name>)")
     p.set_defaults(func=cmd_report)
 
@@ -379,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", default="pareto:knee",
                    help="a trial number, or pareto:best-accuracy, pareto:smallest, pareto:knee (default: the Pareto "
                    "point nearest the ideal corner once both axes are normalised)")
-    p.add_argument("--epochs", type=_export_epochs, default=0,
+    p.add_argument("--epochs", type=_whole(0), default=0,
                    help="epochs of further training after the search's budget, with a fresh cosine schedule (default 0)")
     p.add_argument("--out", help="the checkpoint's path (*.pt; the other files get its stem) or a folder "
                    "(default DIR/export/trial-N/model.pt)")
@@ -395,7 +380,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is meant for the user: printed as one line, no traceback."""
     errors: list[type[BaseException]] = [FileNotFoundError, PermissionError]
     for module, names in (
-        ("pdenas.search", ("SearchSpaceError", "StudyError")),
+        ("pdenas.search", ("SearchConfigError", "StudyError")),
         ("pdenas.surgery", ("NoStagesError", "PlanError", "ModelSpecError")),
         ("pdenas.data", ("DataError",)),
         ("pdenas.report", ("ReportError",)),

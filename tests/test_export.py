@@ -17,10 +17,11 @@ import pdenas.export._formats as export_formats
 from pdenas.cli import main
 from pdenas.export import TOLERANCE, ExportError, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
-from pdenas.search import SearchSpace, StudyLocation, search
-from pdenas.search import _attrs as A
+from pdenas.search import SearchConfig, StudyLocation, create_or_load_study, search
+from pdenas.search import StudyRecord, TrialRecord
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*is deprecated:FutureWarning")
+record = TrialRecord.from_trial
 
 TINY = """\
 model: resnet_tiny
@@ -58,7 +59,7 @@ def study_dir(tmp_path_factory) -> Path:
     config = root / "tiny.yaml"
     config.write_text(TINY)
     directory = root / "study"
-    result = search(SearchSpace.from_yaml(config), location=StudyLocation(directory))
+    result = search(SearchConfig.from_yaml(config), location=StudyLocation(directory))
     torch.set_num_threads(before)
     assert result.completed == 3 and result.failed == 0
     return directory
@@ -67,7 +68,7 @@ def study_dir(tmp_path_factory) -> Path:
 def _candidate(directory: Path) -> optuna.trial.FrozenTrial:
     """A completed compressed candidate (not the original model's trial)."""
     study = open_study(directory)
-    return next(t for t in study.trials if t.state == TrialState.COMPLETE and not t.user_attrs.get(A.REFERENCE))
+    return next(t for t in study.trials if t.state == TrialState.COMPLETE and not record(t).reference)
 
 
 def _inputs(model: torch.nn.Module, count: int) -> torch.Tensor:
@@ -84,16 +85,16 @@ def test_export_by_number_writes_a_checkpoint_that_load_compressed_rebuilds(stud
     pt = result.paths["pt"]
     assert pt == tmp_path / "by-number" / "model.pt" and pt.is_file()
     # the rebuilt candidate is the trial's: same plan, same cost
-    assert result.plan == trial.user_attrs[A.PLAN]
-    assert result.macs == trial.user_attrs[A.MACS] and result.params == trial.user_attrs[A.PARAMS]
-    assert result.original["macs"] == open_study(study_dir).user_attrs[A.ORIGINAL]["macs"]
+    assert result.plan == record(trial).plan
+    assert result.macs == record(trial).macs and result.params == record(trial).params
+    assert result.original["macs"] == StudyRecord.from_study(open_study(study_dir)).original.macs
     assert 0.0 <= result.accuracy <= 1.0 and result.latency_ms > 0 and result.original["latency_ms"] > 0
 
     loaded = pdenas.load_compressed(pt)
     meta = loaded.pdenas_metadata
     assert meta["trial"] == trial.number and meta["epochs"] == 1 and meta["fine_tune_epochs"] == 0
     assert meta["accuracy"] == result.accuracy and meta["macs"] == result.macs
-    assert loaded.pdenas_plan.to_dict() == trial.user_attrs[A.PLAN]
+    assert loaded.pdenas_plan.to_dict() == record(trial).plan
     x = _inputs(loaded, 5)  # the export traced on 2 images and checked on 8
     with torch.no_grad():
         expected = result.model(x)
@@ -168,6 +169,77 @@ def test_onnx_falls_back_to_the_dynamo_exporter(study_dir, tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.pt"]  # weights inside the .onnx
 
 
+def test_the_original_is_its_completed_trial_not_a_failed_attempt(tmp_path):
+    """The original model's first attempt (trial 0) failed and was retried (trial 1): the export compares
+    with trial 1's figures, not with the failed attempt's."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    settings = SearchConfig.from_yaml(config).with_overrides(trials=2)
+    location = StudyLocation(tmp_path / "study")
+    study, _ = create_or_load_study(location, settings, None)  # queues the original's trial
+    attempt = study.ask()
+    TrialRecord.write(attempt, failure="the worker running it died (stale trial); re-queued")
+    study.tell(attempt, state=TrialState.FAIL)
+    study.enqueue_trial({}, user_attrs=TrialRecord.from_trial(study.trials[0]).retry_attrs())
+    assert search(settings, location=location).completed == 2
+
+    trials = [record(t) for t in open_study(location.directory).trials]
+    assert trials[0].reference and trials[0].state == TrialState.FAIL
+    assert trials[1].reference and trials[1].retry_of == 0 and trials[1].complete
+    result = export_trial(location.directory, trial=2, out=tmp_path / "out")
+    assert result.original["trial"] == 1
+    assert result.original["accuracy"] == trials[1].accuracy is not None
+
+
+def _plan_params(keep: int, iterations: int) -> dict:
+    """Search parameters of a plan for resnet_tiny's four stages: keep blocks, then a Global layer."""
+    params = {}
+    for stage in ("layer1", "layer2", "layer3", "layer4"):
+        params.update({f"{stage}.keep": keep, f"{stage}.global": True, f"{stage}.iterations": iterations, f"{stage}.dt": 0.2})
+    return params
+
+
+def test_the_rebuilt_candidate_starts_from_the_searchs_weights(tmp_path, monkeypatch):
+    """Trial 2 (Global layers: new, random weights) follows an untrained trial (over the MAC limit), so
+    the search built it with the random generator wherever that trial left it; the export rebuilds it
+    alone. Both must start from the same weights, so that the export reproduces the trial's training."""
+    import pdenas.export._trial
+    import pdenas.search._trial
+    import pdenas.train
+
+    started: list[tuple[str, dict]] = []  # (who trained, the weights it started from)
+    real = pdenas.train.train_model
+
+    def spy(who):
+        def train_model(model, *args, **kwargs):
+            started.append((who, {k: v.clone() for k, v in model.state_dict().items()}))
+            return real(model, *args, **kwargs)
+        return train_model
+
+    for module, who in ((pdenas.train, "export"), (pdenas.search._trial, "search"), (pdenas.export._trial, "export")):
+        if hasattr(module, "train_model"):
+            monkeypatch.setattr(module, "train_model", spy(who))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY.replace("global_layer: [true, false]", "global_layer: [true]") + "constraints:\n  max_macs: 0.45\n")
+    settings = SearchConfig.from_yaml(config)
+    location = StudyLocation(tmp_path / "study")
+    study, _ = create_or_load_study(location, settings, None)  # the original's trial, then:
+    study.enqueue_trial(_plan_params(keep=2, iterations=2))  # over the MAC limit: not trained
+    study.enqueue_trial(_plan_params(keep=1, iterations=1))  # trained
+    assert search(settings, location=location).completed == 3
+    trials = [record(t) for t in open_study(location.directory).trials]
+    assert [t.feasible for t in trials[1:]] == [False, True]
+    searched = [weights for who, weights in started if who == "search"]
+    assert len(searched) == 2  # the original and trial 2
+
+    result = export_trial(location.directory, trial=2, out=tmp_path / "out")
+    who, exported = started[-1]
+    assert who == "export" and exported.keys() == searched[1].keys() and set(exported) - set(searched[0])  # new layers
+    for name, tensor in searched[1].items():
+        assert torch.equal(exported[name], tensor), name
+    assert result.retrained_accuracy == result.search_accuracy  # one thread: the same training, bit for bit
+
+
 # ---------------------------------------------------------------------------------------------- errors
 
 
@@ -184,10 +256,10 @@ def test_failed_and_infeasible_trials_are_refused(study_dir, tmp_path):
     shutil.copytree(study_dir, copy, ignore=shutil.ignore_patterns("export", ".lock"))
     study = open_study(copy)
     failed = study.ask()
-    failed.set_user_attr(A.FAILURE, "training loss became nan in epoch 1")
+    TrialRecord.write(failed, failure="training loss became nan in epoch 1")
     study.tell(failed, state=TrialState.FAIL)
-    plan = _candidate(copy).user_attrs[A.PLAN]
-    study.add_trial(create_trial(values=[0.0, 1e6], user_attrs={A.PLAN: plan, A.FEASIBLE: False, A.MACS: 10**6}))
+    plan = record(_candidate(copy)).plan
+    study.add_trial(create_trial(values=[0.0, 1e6], user_attrs=TrialRecord.attrs(plan=plan, feasible=False, macs=10**6)))
     infeasible = study.trials[-1].number
 
     with pytest.raises(ExportError, match=rf"trial {failed.number} failed \(training loss became nan in epoch 1\)"):
@@ -204,6 +276,17 @@ def test_not_a_study_directory(tmp_path, capsys):
     assert "is not a pdenas study directory" in err and len(err.splitlines()) <= 2
 
 
+def test_onnx_without_the_onnx_extra_is_refused_before_any_work(study_dir, tmp_path, monkeypatch, capsys):
+    """Training takes minutes: a missing package is said at once, with the install command in full."""
+    for name in ("onnx", "onnxruntime", "onnxscript"):
+        monkeypatch.setitem(sys.modules, name, None)  # import NAME -> ImportError, as without the extra
+    out = tmp_path / "out"
+    assert main(["export", str(study_dir), "--trial", str(_candidate(study_dir).number), "--format", "onnx", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "pip install 'pdenas[onnx]'" in captured.err  # brackets and all
+    assert "training" not in captured.out and not out.exists()
+
+
 def test_formats():
     assert parse_formats(None) == ("pt",)
     assert parse_formats("onnx") == ("pt", "onnx")
@@ -217,4 +300,4 @@ def test_cli_unknown_format_and_bad_epochs(study_dir, capsys):
     assert "unknown export format 'tflite'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["export", str(study_dir), "--epochs", "-1"])
-    assert "--epochs must be a whole number >= 0" in capsys.readouterr().err
+    assert "argument --epochs: must be a whole number >= 0" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 writers that turn any model into a deployable file (``export_onnx``, ``export_torchscript``)."""
 
 from ._errors import ExportError
-from ._formats import export_onnx, export_torchscript, onnx_runner
+from ._formats import check_formats, export_onnx, export_torchscript, onnx_runner
 from ._trial import FORMATS, TOLERANCE, ExportResult, export_table, export_trial, parse_formats
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "TOLERANCE",
     "ExportError",
     "ExportResult",
+    "check_formats",
     "export_onnx",
     "export_table",
     "export_torchscript",

@@ -22,7 +22,17 @@ from torch import Tensor, nn
 from .._util import atomic_write, first_line
 from ._errors import ExportError
 
-__all__ = ["CHECK_BATCH", "ONNX_OPSET", "ONNX_OPSET_DYNAMO", "export_onnx", "export_torchscript", "max_abs_diff", "onnx_runner", "quiet"]
+__all__ = [
+    "CHECK_BATCH",
+    "ONNX_OPSET",
+    "ONNX_OPSET_DYNAMO",
+    "check_formats",
+    "export_onnx",
+    "export_torchscript",
+    "max_abs_diff",
+    "onnx_runner",
+    "quiet",
+]
 
 ONNX_OPSET = 17  # the TorchScript-based exporter's; the torch.export-based one writes its own, 18
 ONNX_OPSET_DYNAMO = 18
@@ -35,6 +45,17 @@ def quiet() -> Any:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         yield
+
+
+def check_formats(formats: tuple[str, ...]) -> None:
+    """Refuse, before any work, a format whose packages are missing: ONNX needs ``onnx`` to write the file
+    (and to check it, where onnxruntime is missing)."""
+    if "onnx" in formats:
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise ExportError("--format onnx needs the onnx package, which is not installed: pip install 'pdenas[onnx]' "
+                              "(onnx, onnxscript, onnxruntime), or export without --format onnx") from None
 
 
 def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> None:

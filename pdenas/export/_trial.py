@@ -4,11 +4,11 @@ The search keeps each trial's plan and scores, not its weights, so exporting reb
 exactly as the search did (the same data split, base model and weights, from the study's stored
 configuration), trains it, evaluates it and saves it:
 
-1. ``compress(base_model, plan)`` with the study's seed;
+1. ``pdenas.search.build_candidate``: the plan applied to the base model, its new weights seeded from
+   the study's seed and the plan, as the search seeded them (the same initial weights, bit for bit);
 2. training on the search's budget (``budget.epochs``, its schedule, seed and distillation): this
-   repeats the trial's own training, so the accuracy is comparable with the one the search recorded
-   (not bit-identical: the search initialises each candidate's Global layers from wherever the random
-   generator stood after the trials before it);
+   repeats the trial's own training, so the accuracy is the one the search recorded, up to the
+   nondeterminism of the device's kernels (on one CPU thread, exactly);
 3. with ``epochs=E > 0``, E more epochs with a fresh optimizer and learning-rate schedule (warm-up and
    cosine decay again), on the same data (shuffles continue where the budget's stopped);
 4. evaluation on the study's validation split, then, on the CPU, params, MACs and latency (batch 1,
@@ -28,7 +28,6 @@ TorchScript; when it fails, the ``torch.export``-based one (needs ``onnxscript``
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import __version__
+from .. import _format as fmt
 from .._util import first_line
+from ..cost import latency, profile
+from ..report import ReportError, open_study, select_trial
+from ..search import SearchConfig, SearchConfigError, SearchContext, StudyRecord, TrialRecord, build_candidate, build_context
+from ..surgery import CompressionPlan, PlanError, load_compressed, save_compressed
+from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
 from ._errors import ExportError
-from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
+from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, check_formats, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_table", "export_trial", "parse_formats"]
 
@@ -132,190 +138,218 @@ def export_trial(
         ExportError: not a study directory, unknown/failed/unfinished/infeasible trial, unknown
             format, training diverged, an export failed or its outputs differ beyond the tolerance.
     """
-    from .. import __version__
-    from ..cost import latency, profile
-    from ..report import ReportError, open_study, select_trial
-    from ..search import SearchSpace, SearchSpaceError
-    from ..search import _attrs as A
-    from ..search._context import build_context
-    from ..surgery import (
-        CompressionPlan,
-        PlanError,
-        compress,
-        load_compressed,
-        save_compressed,
-    )
-    from ..train import TrainingDiverged, resolve_device, train_model
-
     say = _printer(console)
     formats = parse_formats(formats)
+    check_formats(formats)  # before any work: training takes minutes, a missing package is known now
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ExportError(f"--epochs must be a whole number >= 0, got {epochs!r}")
-    study_dir = Path(study_dir)
-    try:
-        train_device = resolve_device(device)
-    except (ValueError, RuntimeError) as err:
-        raise ExportError(str(err)) from None
+    train_device = _device(device)
+    source = _source(Path(study_dir), trial, train_device)
+    paths = _paths(out, source.study_dir, source.trial.number)
+    say(f"exporting trial {source.trial.number} of {source.study_dir}: {source.plan_text}")
 
-    # ---- the trial and the study's settings
-    try:
-        study = open_study(study_dir)
-        chosen = select_trial(study, trial)
-    except ReportError as err:
-        raise ExportError(str(err)) from None
-    plan_dict = chosen.user_attrs.get(A.PLAN)
-    config = study.user_attrs.get(A.CONFIG)
-    if not isinstance(plan_dict, dict):
-        raise ExportError(f"trial {chosen.number} recorded no plan, so it cannot be rebuilt: pick another trial")
-    if not isinstance(config, dict):
-        raise ExportError(f"{study_dir}: the study holds no pdenas configuration ({A.CONFIG!r}): it was not made by pdenas search")
-    try:
-        space = dataclasses.replace(SearchSpace.from_dict(config), device=str(train_device))
-        plan = CompressionPlan.from_dict(plan_dict)
-    except (SearchSpaceError, PlanError) as err:
-        raise ExportError(f"trial {chosen.number} of {study_dir} cannot be rebuilt: {err}") from None
-    plan_text = str(chosen.user_attrs.get(A.PLAN_TEXT) or plan.describe())
-    pt_path, ts_path, onnx_path = _paths(out, study_dir, chosen.number)
-    say(f"exporting trial {chosen.number} of {study_dir}: {plan_text}")
-
-    # ---- the data and the base model exactly as the search built them
-    try:
-        ctx = build_context(space)
-    except (ValueError, OSError) as err:  # SearchSpaceError, DataError, ModelSpecError/WeightsError, missing files
-        raise ExportError(f"cannot rebuild the study's data and model: {first_line(err)}") from None
-    torch.manual_seed(space.seed)
-    try:
-        candidate = compress(ctx.base_model, plan, ctx.example_input())
-    except Exception as err:  # noqa: BLE001 - a plan that no longer fits the model
-        raise ExportError(f"trial {chosen.number}'s plan does not fit {space.model} any more: {first_line(err)}") from None
-    notes: list[str] = []
+    ctx, candidate = _rebuild(source)
     cost = profile(candidate, ctx.input_size)
-    recorded = chosen.user_attrs.get(A.MACS)
-    if recorded is not None and int(recorded) != cost.macs:
-        notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {int(recorded):,} (another pdenas version?)")
+    notes = []
+    if source.trial.macs is not None and source.trial.macs != cost.macs:
+        notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {source.trial.macs:,} (another pdenas version?)")
+    first, final = _train(candidate, ctx, source, epochs, train_device, say)
 
-    # ---- training: the search's budget, then optionally more
-    budget = space.budget
-    data: Any = ctx.data
-    train_budget: Any = budget  # a frozen dataclass: the train loop's protocol reads it only
-    teacher = ctx.base_model if budget.distillation > 0 else None
-    try:
-        say(f"training on the search's budget: {_epochs(budget.epochs)} on {data.name} ({train_device})")
-        first = train_model(candidate, data, train_budget, seed=space.seed, device=train_device, teacher=teacher,
-                            on_epoch=_epoch_printer(say))
-        final = first
-        if epochs > 0:
-            say(f"training {_epochs(epochs)} more (fresh optimizer and learning-rate schedule)")
-            final = train_model(candidate, data, train_budget, seed=space.seed + budget.epochs, device=train_device,
-                                teacher=teacher, on_epoch=_epoch_printer(say), epochs=epochs)
-    except (TrainingDiverged, FloatingPointError) as err:
-        raise ExportError(f"training trial {chosen.number}'s candidate diverged: {first_line(err)}") from None
-
-    # ---- figures, on the CPU, for the candidate and the original alike
     model = candidate.to("cpu").eval()
-    base = ctx.base_model.to("cpu").eval()
     latency_ms = latency(model, ctx.input_size, repeats=20) * 1000
-    original_latency_ms = latency(base, ctx.input_size, repeats=20) * 1000
-    stored = study.user_attrs.get(A.ORIGINAL) or {}
-    reference = next((t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(A.REFERENCE)), None)
-    original = {
-        "accuracy": reference.user_attrs.get(A.ACCURACY) if reference is not None else None,
-        "macs": int(stored.get("macs", ctx.original.macs)),
-        "conv_macs": int(stored.get("conv_macs", ctx.original.conv_macs)),
-        "params": int(stored.get("params", ctx.original.params)),
-        "latency_ms": original_latency_ms,
-        "search_latency_ms": stored.get("latency_ms"),
-        "trial": reference.number if reference is not None else None,
-        "epochs": budget.epochs,
-    }
-
-    # ---- the files
-    total_epochs = budget.epochs + epochs
-    metadata = {
-        "trial": chosen.number,
-        "plan_text": plan_text,
-        "accuracy": final.accuracy,
-        "retrained_accuracy": first.accuracy,
-        "search_accuracy": chosen.user_attrs.get(A.ACCURACY),
-        "macs": cost.macs,
-        "conv_macs": cost.conv_macs,
-        "params": cost.params,
-        "latency_ms": latency_ms,
-        "epochs": total_epochs,
-        "budget_epochs": budget.epochs,
-        "fine_tune_epochs": epochs,
-        "dataset": space.dataset,
-        "seed": space.seed,
-        "study_dir": str(study_dir.resolve()),
-        "study_name": study.study_name,
-        "original": {k: original[k] for k in ("accuracy", "macs", "conv_macs", "params")},
-        "pdenas_version": __version__,
-        "torch_version": str(torch.__version__),
-    }
-    save_compressed(pt_path, model, plan=plan, model_spec=space.model, input_size=ctx.input_size,
+    original = _original(source, ctx)
+    metadata = _metadata(source, cost, latency_ms, first.accuracy, final.accuracy, epochs, original)
+    save_compressed(paths["pt"], model, plan=source.plan, model_spec=source.config.model, input_size=ctx.input_size,
                     num_classes=ctx.num_classes, metadata=metadata)
-    paths = {"pt": pt_path}
-    images = _validation_images(ctx.data, CHECK_BATCH)  # (N, C, H, W)
-    with torch.no_grad():
-        expected = model(images)
-    diffs: dict[str, float] = {}
-    checked: dict[str, int] = {}
-
-    loaded = load_compressed(pt_path)
-    with torch.no_grad():
-        diffs["pt"] = max_abs_diff(loaded(images), expected)
-    checked["pt"] = len(images)
-
-    trace_input = images[:TRACE_BATCH] if len(images) > TRACE_BATCH else images
-    if "torchscript" in formats:
-        say("tracing TorchScript")
-        export_torchscript(model, ts_path, trace_input)
-        paths["torchscript"] = ts_path
-        with quiet(), torch.no_grad():
-            scripted = torch.jit.load(str(ts_path), map_location="cpu")
-            diffs["torchscript"] = max_abs_diff(scripted(images), expected)
-        checked["torchscript"] = len(images)
-
-    onnx_exporter = onnx_runtime = None
-    if "onnx" in formats:
-        say("exporting ONNX")
-        onnx_exporter = export_onnx(model, onnx_path, trace_input, say=say)
-        paths["onnx"] = onnx_path
-        run, onnx_runtime, limit = onnx_runner(onnx_path)
-        sample = images[:limit]
-        with torch.no_grad():
-            diffs["onnx"] = max_abs_diff(torch.from_numpy(run(sample.numpy())), model(sample))
-        checked["onnx"] = len(sample)
+    checks = _write_and_check(model, ctx.data, formats, paths, say)
 
     result = ExportResult(
-        trial=chosen.number, plan_text=plan_text, plan=plan.to_dict(), paths=paths, accuracy=final.accuracy,
-        macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, latency_ms=latency_ms, original=original,
-        search_accuracy=chosen.user_attrs.get(A.ACCURACY), retrained_accuracy=first.accuracy, epochs=total_epochs,
-        fine_tune_epochs=epochs, max_abs_diff=diffs, onnx_exporter=onnx_exporter, onnx_runtime=onnx_runtime,
-        check_images=checked, study_dir=study_dir, device=str(train_device), notes=notes, model=model,
+        trial=source.trial.number, plan_text=source.plan_text, plan=source.plan.to_dict(),
+        paths={name: paths[name] for name in checks.diffs}, accuracy=final.accuracy, macs=cost.macs,
+        conv_macs=cost.conv_macs, params=cost.params, latency_ms=latency_ms, original=original,
+        search_accuracy=source.trial.accuracy, retrained_accuracy=first.accuracy,
+        epochs=source.config.budget.epochs + epochs, fine_tune_epochs=epochs, max_abs_diff=checks.diffs,
+        onnx_exporter=checks.onnx_exporter, onnx_runtime=checks.onnx_runtime, check_images=checks.images,
+        study_dir=source.study_dir, device=str(train_device), notes=notes, model=model,
     )
-    if console is not None:
-        console.print(export_table(result))
-        for line in _legend(result) + _check_lines(result) + [f"note: {n}" for n in notes]:
-            console.print(line, highlight=False)
-        for name, path in paths.items():
-            console.print(f"{name}: {path}", highlight=False)
-    bad = {name: diff for name, diff in diffs.items() if not diff <= TOLERANCE}
+    _show(console, result)
+    bad = {name: diff for name, diff in checks.diffs.items() if not diff <= TOLERANCE}
     if bad:
         shown = ", ".join(f"{name} {diff:.3g}" for name, diff in bad.items())
         raise ExportError(
             f"the exported model's outputs differ from the eager model's beyond the tolerance {TOLERANCE:g} "
-            f"(max abs difference: {shown}): the files are in {pt_path.parent} but do not trust them; please report this"
+            f"(max abs difference: {shown}): the files are in {paths['pt'].parent} but do not trust them; please report this"
         )
     return result
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The trial to export and what the search knew when it ran it."""
+
+    study_dir: Path
+    study_name: str
+    trial: TrialRecord
+    study: StudyRecord
+    config: SearchConfig  # the study's, on the export's device
+    plan: CompressionPlan
+    plan_text: str
+
+
+def _device(device: str) -> torch.device:
+    try:
+        return resolve_device(device)
+    except (ValueError, RuntimeError) as err:
+        raise ExportError(str(err)) from None
+
+
+def _source(study_dir: Path, spec: str | int, device: torch.device) -> _Source:
+    """The chosen trial, its plan and the study's configuration; one-line errors for anything unusable."""
+    try:
+        study = open_study(study_dir)
+        chosen = select_trial(study, spec)
+    except ReportError as err:
+        raise ExportError(str(err)) from None
+    record = StudyRecord.from_study(study)
+    if chosen.plan is None:
+        raise ExportError(f"trial {chosen.number} recorded no plan, so it cannot be rebuilt: pick another trial")
+    if record.config is None:
+        raise ExportError(f"{study_dir}: the study holds no pdenas configuration: it was not made by pdenas search")
+    try:
+        config = dataclasses.replace(SearchConfig.from_dict(record.config), device=str(device))
+        plan = CompressionPlan.from_dict(chosen.plan)
+    except (SearchConfigError, PlanError) as err:
+        raise ExportError(f"trial {chosen.number} of {study_dir} cannot be rebuilt: {err}") from None
+    return _Source(study_dir, study.study_name, chosen, record, config, plan, chosen.plan_text or plan.describe())
+
+
+def _rebuild(source: _Source) -> tuple[SearchContext, nn.Module]:
+    """The data and base model exactly as the search built them, and the trial's candidate."""
+    try:
+        ctx = build_context(source.config)
+    except (ValueError, OSError) as err:  # SearchConfigError, DataError, ModelSpecError/WeightsError, missing files
+        raise ExportError(f"cannot rebuild the study's data and model: {first_line(err)}") from None
+    try:
+        return ctx, build_candidate(ctx, source.plan)  # the search's candidate, weight for weight
+    except Exception as err:  # noqa: BLE001 - a plan that no longer fits the model
+        raise ExportError(
+            f"trial {source.trial.number}'s plan does not fit {source.config.model} any more: {first_line(err)}"
+        ) from None
+
+
+def _train(
+    candidate: nn.Module, ctx: SearchContext, source: _Source, epochs: int, device: torch.device, say: Callable[[str], None]
+) -> tuple[TrainResult, TrainResult]:
+    """The search's budget (repeating the trial's training), then ``epochs`` more with a fresh schedule."""
+    config = source.config
+    budget = config.budget
+    teacher = ctx.base_model if budget.distillation > 0 else None
+    try:
+        say(f"training on the search's budget: {_epochs(budget.epochs)} on {ctx.data.name} ({device})")
+        first = train_model(candidate, ctx.data, budget, seed=config.seed, device=device, teacher=teacher,
+                            on_epoch=_epoch_printer(say))
+        if epochs == 0:
+            return first, first
+        say(f"training {_epochs(epochs)} more (fresh optimizer and learning-rate schedule)")
+        final = train_model(candidate, ctx.data, budget, seed=config.seed + budget.epochs, device=device,
+                            teacher=teacher, on_epoch=_epoch_printer(say), epochs=epochs)
+        return first, final
+    except (TrainingDiverged, FloatingPointError) as err:
+        raise ExportError(f"training trial {source.trial.number}'s candidate diverged: {first_line(err)}") from None
+
+
+def _original(source: _Source, ctx: SearchContext) -> dict[str, Any]:
+    """The original model's figures: accuracy from its trial, costs from the study, latency measured now."""
+    known = source.study.original
+    base = ctx.base_model.to("cpu").eval()
+    return {
+        "accuracy": known.accuracy,
+        "macs": int(known.macs if known.macs is not None else ctx.original.macs),
+        "conv_macs": int(known.conv_macs if known.conv_macs is not None else ctx.original.conv_macs),
+        "params": int(known.params if known.params is not None else ctx.original.params),
+        "latency_ms": latency(base, ctx.input_size, repeats=20) * 1000,
+        "search_latency_ms": known.latency_ms,
+        "trial": known.trial_number,
+        "epochs": source.config.budget.epochs,
+    }
+
+
+def _metadata(
+    source: _Source, cost: Any, latency_ms: float, retrained: float, accuracy: float, epochs: int, original: dict[str, Any]
+) -> dict[str, Any]:
+    """What the checkpoint records about itself (``load_compressed(...).pdenas_metadata``)."""
+    return {
+        "trial": source.trial.number,
+        "plan_text": source.plan_text,
+        "accuracy": accuracy,
+        "retrained_accuracy": retrained,
+        "search_accuracy": source.trial.accuracy,
+        "macs": cost.macs,
+        "conv_macs": cost.conv_macs,
+        "params": cost.params,
+        "latency_ms": latency_ms,
+        "epochs": source.config.budget.epochs + epochs,
+        "budget_epochs": source.config.budget.epochs,
+        "fine_tune_epochs": epochs,
+        "dataset": source.config.dataset,
+        "seed": source.config.seed,
+        "study_dir": str(source.study_dir.resolve()),
+        "study_name": source.study_name,
+        "original": {k: original[k] for k in ("accuracy", "macs", "conv_macs", "params")},
+        "pdenas_version": __version__,
+        "torch_version": str(torch.__version__),
+    }
+
+
+@dataclass(frozen=True)
+class _Checks:
+    diffs: dict[str, float]  # format -> max abs difference from the eager model
+    images: dict[str, int]  # format -> images it was checked on
+    onnx_exporter: str | None = None
+    onnx_runtime: str | None = None
+
+
+def _write_and_check(model: nn.Module, data: Any, formats: tuple[str, ...], paths: dict[str, Path], say: Callable[[str], None]) -> _Checks:
+    """Load the checkpoint back, write the other formats, and run each on validation images."""
+    images = _validation_images(data, CHECK_BATCH)  # (N, C, H, W)
+    with torch.no_grad():
+        expected = model(images)
+        diffs = {"pt": max_abs_diff(load_compressed(paths["pt"])(images), expected)}
+    checked = {"pt": len(images)}
+    trace_input = images[:TRACE_BATCH] if len(images) > TRACE_BATCH else images
+    if "torchscript" in formats:
+        say("tracing TorchScript")
+        export_torchscript(model, paths["torchscript"], trace_input)
+        with quiet(), torch.no_grad():
+            scripted = torch.jit.load(str(paths["torchscript"]), map_location="cpu")
+            diffs["torchscript"] = max_abs_diff(scripted(images), expected)
+        checked["torchscript"] = len(images)
+    if "onnx" not in formats:
+        return _Checks(diffs, checked)
+    say("exporting ONNX")
+    exporter = export_onnx(model, paths["onnx"], trace_input, say=say)
+    run, runtime, limit = onnx_runner(paths["onnx"])
+    sample = images[:limit]
+    with torch.no_grad():
+        diffs["onnx"] = max_abs_diff(torch.from_numpy(run(sample.numpy())), model(sample))
+    checked["onnx"] = len(sample)
+    return _Checks(diffs, checked, exporter, runtime)
+
+
+def _show(console: Any, result: ExportResult) -> None:
+    if console is None:
+        return
+    console.print(export_table(result))
+    for line in _legend(result) + _check_lines(result) + [f"note: {n}" for n in result.notes]:
+        console.print(line, markup=False, highlight=False)
+    for name, path in result.paths.items():
+        console.print(f"{name}: {path}", markup=False, highlight=False)
 
 
 def export_table(result: ExportResult) -> Any:
     """A rich table: the original model next to the exported one, with ratios."""
     from rich import box
     from rich.table import Table
-
-    from ..report import _format as fmt
 
     orig = result.original
     o_acc = orig.get("accuracy")
@@ -380,13 +414,14 @@ def _check_lines(result: ExportResult) -> list[str]:
     return lines
 
 
-def _paths(out: str | Path | None, study_dir: Path, number: int) -> tuple[Path, Path, Path]:
+def _paths(out: str | Path | None, study_dir: Path, number: int) -> dict[str, Path]:
+    """Each format's file: the checkpoint's path, and the others named after its stem."""
     if out is None:
         pt = study_dir / "export" / f"trial-{number}" / "model.pt"
     else:
         out = Path(out)
         pt = out if out.suffix in (".pt", ".pth") and not out.is_dir() else out / "model.pt"
-    return pt, pt.with_name(pt.stem + ".torchscript.pt"), pt.with_name(pt.stem + ".onnx")
+    return {"pt": pt, "torchscript": pt.with_name(pt.stem + ".torchscript.pt"), "onnx": pt.with_name(pt.stem + ".onnx")}
 
 
 def _validation_images(data: Any, count: int) -> Tensor:
@@ -402,7 +437,7 @@ def _validation_images(data: Any, count: int) -> Tensor:
 def _printer(console: Any) -> Callable[[str], None]:
     if console is None:
         return lambda text: None
-    return lambda text: console.print(text, highlight=False)
+    return lambda text: console.print(text, markup=False, highlight=False)
 
 
 def _epoch_printer(say: Callable[[str], None]) -> Callable[[int, int, float], None]:

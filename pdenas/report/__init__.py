@@ -9,11 +9,21 @@ Everything is computed first into a :class:`ReportData` (``build_report_data``);
 and the terminal only draw it.
 """
 
-from ._data import ReportData, build_report_data
+from ._data import ReportData, TrialSummary, build_report_data
 from ._errors import ReportError
 from ._select import select_trial
-from ._study_dir import open_study
+from ._study_dir import locate_study, open_study
 from ._terminal import print_pareto
 from ._write import write_report
 
-__all__ = ["ReportData", "ReportError", "build_report_data", "open_study", "print_pareto", "select_trial", "write_report"]
+__all__ = [
+    "ReportData",
+    "ReportError",
+    "TrialSummary",
+    "build_report_data",
+    "locate_study",
+    "open_study",
+    "print_pareto",
+    "select_trial",
+    "write_report",
+]

@@ -1,86 +1,62 @@
 """Everything the report shows, computed once from a study: the data that the figures, the page,
-the CSV files and the terminal table only draw.
+the CSV files and the terminal only draw.
 
-``build_report_data(study)`` reads the attributes that the search stores (``pdenas.search._attrs``),
-summarises every trial, takes the Pareto set from Optuna (feasible completed trials only), sorts it by
-MACs with ratios to the original model, and adds the hypervolume history, the importances and the
-study's settings.
+``build_report_data(study)`` reads the study's records (:class:`pdenas.search.TrialRecord`,
+:class:`pdenas.search.StudyRecord`), compares every trial with the original model, takes the Pareto set
+from Optuna (:func:`pdenas.search.pareto_trials`), sorts it by MACs, and adds the hypervolume history,
+the importances and the study's settings.
 
-The original model is the completed trial marked REFERENCE; its costs fall back to the study attribute
-ORIGINAL. Ratios read "how many times smaller" (original / candidate), so 4.58x means a candidate with
-a 4.58th of the original's MACs; the accuracy change is candidate minus original.
+Ratios read "how many times smaller" (original / candidate), so 4.58x means a candidate with a 4.58th
+of the original's MACs; the accuracy change is candidate minus original.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from ..search import _attrs
+from .._urls import mask_url
+from ..search import OriginalModel, StudyRecord, TrialRecord, pareto_trials
 from ._frame import trials_frame
 from ._hypervolume import HypervolumeHistory, hypervolume_history
 from ._importances import Importances, param_importances
-from ._objectives import ACCURACY, is_feasible, is_reference, metric, study_objectives
-from ._pareto import SHORTCUTS, front_2d, pareto_set, shortcut_picks
-from ._plan_text import plan_text
-from ._settings import model_name, study_settings
+from ._objectives import study_objectives
+from ._pareto import SHORTCUTS, front_2d, shortcut_picks
+from ._settings import study_settings
 from ._study_dir import locate_study
 
-__all__ = ["Original", "TrialSummary", "Front", "ReportData", "build_report_data", "COSTS"]
+__all__ = ["TrialSummary", "Front", "ReportData", "build_report_data", "COSTS"]
 
 # the costs drawn against accuracy, with their labels
 COSTS: dict[str, str] = {"macs": "MACs", "params": "parameters", "latency": "latency (ms)"}
 
 
 @dataclass(frozen=True)
-class Original:
-    """The model before compression (trial marked REFERENCE, costs falling back to ORIGINAL)."""
+class TrialSummary(TrialRecord):
+    """A trial as the report shows it: its record, compared with the original model (None where either
+    side is unknown)."""
 
-    trial_number: int | None
-    accuracy: float | None
-    macs: float | None
-    params: float | None
-    conv_macs: float | None
-    latency_ms: float | None
+    accuracy_delta: float | None = None  # accuracy - original accuracy
+    macs_ratio: float | None = None  # original MACs / MACs
+    params_ratio: float | None = None
+    latency_speedup: float | None = None  # original latency / latency
 
-    def cost(self, name: str) -> float | None:
-        return {"macs": self.macs, "params": self.params, "latency": self.latency_ms, "conv_macs": self.conv_macs}.get(name)
-
-
-@dataclass(frozen=True)
-class TrialSummary:
-    """One trial as the report shows it; None where a quantity was not recorded."""
-
-    number: int
-    state: str  # Optuna's TrialState name: COMPLETE, FAIL, RUNNING, PRUNED, WAITING
-    feasible: bool
-    reference: bool
-    plan_text: str
-    accuracy: float | None  # in [0, 1]; None when untrained (infeasible, failed)
-    macs: float | None
-    params: float | None
-    conv_macs: float | None
-    latency_ms: float | None
-    train_time: float | None  # seconds
-    accuracy_delta: float | None  # accuracy - original accuracy
-    macs_ratio: float | None  # original MACs / MACs
-    params_ratio: float | None
-    latency_speedup: float | None  # original latency / latency
-    failure: str | None
-    constraints: dict[str, float] = field(default_factory=dict)
-    reused_from: int | None = None
-
-    @property
-    def complete(self) -> bool:
-        return self.state == TrialState.COMPLETE.name
-
-    def cost(self, name: str) -> float | None:
-        return {"macs": self.macs, "params": self.params, "latency": self.latency_ms, "conv_macs": self.conv_macs}.get(name)
+    @classmethod
+    def compare(cls, record: TrialRecord, original: OriginalModel) -> "TrialSummary":
+        fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(TrialRecord)}
+        return cls(
+            **fields,
+            accuracy_delta=None if record.accuracy is None or original.accuracy is None else record.accuracy - original.accuracy,
+            macs_ratio=_ratio(original.macs, record.macs),
+            params_ratio=_ratio(original.params, record.params),
+            latency_speedup=_ratio(original.latency_ms, record.latency_ms),
+        )
 
 
 @dataclass(frozen=True)
@@ -100,7 +76,7 @@ class ReportData:
     model: str
     objectives: tuple[str, ...]
     directions: tuple[str, ...]  # "maximize" / "minimize", in the order of objectives
-    original: Original
+    original: OriginalModel
     trials: tuple[TrialSummary, ...]  # every trial, by number
     pareto: tuple[TrialSummary, ...]  # the study's Pareto set, sorted by MACs then accuracy (best first)
     picks: dict[str, int]  # shortcut ("pareto:knee", ...) -> trial number
@@ -115,7 +91,7 @@ class ReportData:
     def counts(self) -> dict[str, int]:
         """Trials by outcome: total, complete, feasible, infeasible, failed, other (running, pruned, waiting)."""
         complete = [t for t in self.trials if t.complete]
-        failed = sum(t.state == TrialState.FAIL.name for t in self.trials)
+        failed = sum(t.state == TrialState.FAIL for t in self.trials)
         return {
             "total": len(self.trials),
             "complete": len(complete),
@@ -157,93 +133,40 @@ def build_report_data(study: optuna.Study, *, study_dir: str | Path | None = Non
     ``study_dir``: the study directory, named in the settings with its storage (password masked).
     ``importances``: False skips them (a terminal table does not show them, and they take a moment).
     """
-    objectives = study_objectives(study)
-    trials = study.get_trials(deepcopy=False)
-    original = _original(study, trials, objectives)
-    summaries = tuple(_summarize(t, objectives, original) for t in sorted(trials, key=lambda t: t.number))
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    records = [TrialRecord.from_trial(t) for t in trials]
+    record = StudyRecord.from_study(study, records)
+    objectives = study_objectives(study, record)
+    summaries = tuple(TrialSummary.compare(r, record.original) for r in records)
     by_number = {s.number: s for s in summaries}
 
-    front = pareto_set(trials, study.directions)
-    pareto = tuple(sorted((by_number[t.number] for t in front), key=_table_order))
-    picks = {name: trial.number for name, trial in shortcut_picks(front, objectives).items()}
+    pareto = tuple(sorted((by_number[t.number] for t in pareto_trials(study)), key=_table_order))
+    picks = {name: summary.number for name, summary in shortcut_picks(pareto, objectives).items()}
 
     hypervolume, hypervolume_reason = hypervolume_history(
-        study, objectives, original_costs={name: original.cost(name) for name in objectives}
+        study, objectives, records, original_costs={name: record.original.cost(name) for name in objectives}
     )
     location = locate_study(study_dir) if study_dir is not None else None
     return ReportData(
         study_name=study.study_name,
-        model=model_name(study),
+        model=mask_url(record.model),
         objectives=objectives,
         directions=tuple(d.name.lower() for d in study.directions),
-        original=original,
+        original=record.original,
         trials=summaries,
         pareto=pareto,
         picks=picks,
         fronts=_fronts(summaries),
         hypervolume=hypervolume,
         hypervolume_reason=hypervolume_reason,
-        importances=param_importances(study, objectives) if importances else Importances(reason="Importances were not computed."),
-        settings=study_settings(study, location=location),
-        trials_frame=trials_frame(study, objectives),
-    )
-
-
-def _original(study: optuna.Study, trials: Sequence[FrozenTrial], objectives: Sequence[str]) -> Original:
-    stored = study.user_attrs.get(_attrs.ORIGINAL)
-    stored = stored if isinstance(stored, Mapping) else {}
-    reference = next((t for t in sorted(trials, key=lambda t: t.number) if t.state == TrialState.COMPLETE and is_reference(t)), None)
-
-    def measured(name: str, stored_key: str) -> float | None:
-        value = metric(reference, name, objectives) if reference is not None else None
-        if value is None and isinstance(stored.get(stored_key), (int, float)):
-            value = float(stored[stored_key])
-        return value
-
-    return Original(
-        trial_number=None if reference is None else reference.number,
-        accuracy=None if reference is None else metric(reference, ACCURACY, objectives),
-        macs=measured("macs", "macs"),
-        params=measured("params", "params"),
-        conv_macs=measured("conv_macs", "conv_macs"),
-        latency_ms=measured("latency", "latency_ms"),
-    )
-
-
-def _summarize(trial: FrozenTrial, objectives: Sequence[str], original: Original) -> TrialSummary:
-    complete = trial.state == TrialState.COMPLETE
-    accuracy = metric(trial, ACCURACY, objectives) if complete else None
-    macs = metric(trial, "macs", objectives)
-    params = metric(trial, "params", objectives)
-    latency = metric(trial, "latency", objectives)
-    failure = trial.user_attrs.get(_attrs.FAILURE)
-    if trial.state == TrialState.FAIL and not failure:
-        failure = "failed without a recorded reason"
-    train_time = trial.user_attrs.get(_attrs.TRAIN_TIME)
-    reused = trial.user_attrs.get(_attrs.REUSED_FROM)
-    return TrialSummary(
-        number=trial.number,
-        state=trial.state.name,
-        feasible=is_feasible(trial),
-        reference=is_reference(trial),
-        plan_text=plan_text(trial),
-        accuracy=accuracy,
-        macs=macs,
-        params=params,
-        conv_macs=metric(trial, "conv_macs", objectives),
-        latency_ms=latency,
-        train_time=float(train_time) if isinstance(train_time, (int, float)) else None,
-        accuracy_delta=None if accuracy is None or original.accuracy is None else accuracy - original.accuracy,
-        macs_ratio=_ratio(original.macs, macs),
-        params_ratio=_ratio(original.params, params),
-        latency_speedup=_ratio(original.latency_ms, latency),
-        failure=None if failure is None else " ".join(str(failure).split()),
-        constraints=dict(trial.constraints),
-        reused_from=reused if isinstance(reused, int) else None,
+        importances=param_importances(study, objectives, records) if importances else Importances(reason="Importances were not computed."),
+        settings=study_settings(study, record, location=location),
+        trials_frame=trials_frame(study, objectives, records),
     )
 
 
 def _ratio(original: float | None, candidate: float | None) -> float | None:
+    """original / candidate (None when either is unknown or the candidate's is not positive)."""
     if original is None or candidate is None or candidate <= 0:
         return None
     return original / candidate
@@ -261,7 +184,7 @@ def _fronts(summaries: Sequence[TrialSummary]) -> dict[str, Front]:
         points = [
             (s, s.accuracy, value)
             for s in summaries
-            if s.complete and s.feasible and s.accuracy is not None and (value := s.cost(cost)) is not None
+            if s.complete and s.feasible and s.accuracy is not None and (value := s.measured(cost)) is not None
         ]
         if not points:
             continue

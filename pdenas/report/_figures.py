@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from . import _format as fmt
+from .. import _format as fmt
 from ._data import ReportData, TrialSummary
 
 __all__ = ["front_figure", "hypervolume_figure", "importance_figure", "OBJECTIVE_LABELS"]
@@ -33,7 +33,7 @@ def front_figure(data: ReportData, cost: str) -> go.Figure:
     front = data.fronts[cost]
     on_front = set(front.numbers)
     pareto = {t.number for t in data.pareto}
-    shown = [t for t in data.trials if t.complete and t.cost(cost) is not None]
+    shown = [t for t in data.trials if t.complete and t.measured(cost) is not None]
     feasible = [t for t in shown if t.feasible and t.accuracy is not None]
     infeasible = [t for t in shown if not t.feasible]
     others = [t for t in feasible if t.number not in on_front and not t.reference]
@@ -46,13 +46,13 @@ def front_figure(data: ReportData, cost: str) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            name="other trials", x=[t.cost(cost) for t in others], y=[t.accuracy for t in others], mode="markers",
+            name="other trials", x=[t.measured(cost) for t in others], y=[t.accuracy for t in others], mode="markers",
             marker={"color": _COLORS["trial"], "size": 8, "opacity": 0.8}, hovertext=hover(others), hoverinfo="text",
         )
     )
     fig.add_trace(
         go.Scatter(
-            name="Pareto front", x=[t.cost(cost) for t in front_trials], y=[t.accuracy for t in front_trials],
+            name="Pareto front", x=[t.measured(cost) for t in front_trials], y=[t.accuracy for t in front_trials],
             mode="lines+markers", line={"shape": "hv", "color": _COLORS["pareto"], "width": 2},
             marker={"color": _COLORS["pareto"], "size": 10, "line": {"color": "white", "width": 1}},
             hovertext=hover(front_trials), hoverinfo="text",
@@ -62,7 +62,7 @@ def front_figure(data: ReportData, cost: str) -> go.Figure:
         floor = _floor([t.accuracy for t in feasible if t.accuracy is not None])
         fig.add_trace(
             go.Scatter(
-                name="infeasible (untrained, drawn at the bottom)", x=[t.cost(cost) for t in infeasible],
+                name="infeasible (untrained, drawn at the bottom)", x=[t.measured(cost) for t in infeasible],
                 y=[floor] * len(infeasible), mode="markers",
                 marker={"color": _COLORS["infeasible"], "size": 9, "symbol": "x"},
                 hovertext=hover(infeasible), hoverinfo="text",
@@ -71,7 +71,7 @@ def front_figure(data: ReportData, cost: str) -> go.Figure:
     if reference:
         fig.add_trace(
             go.Scatter(
-                name="original model", x=[t.cost(cost) for t in reference], y=[t.accuracy for t in reference],
+                name="original model", x=[t.measured(cost) for t in reference], y=[t.accuracy for t in reference],
                 mode="markers", marker={"color": _COLORS["original"], "size": 18, "symbol": "star", "line": {"color": "black", "width": 1}},
                 hovertext=hover(reference), hoverinfo="text",
             )

@@ -11,10 +11,11 @@ import html
 from collections.abc import Iterable, Sequence
 
 import plotly.graph_objects as go
+from optuna.trial import TrialState
 import plotly.io as pio
 
 from .. import __version__
-from . import _format as fmt
+from .. import _format as fmt
 from ._data import ReportData, TrialSummary
 from ._figures import OBJECTIVE_LABELS, front_figure, hypervolume_figure, importance_figure
 from ._hypervolume import REFERENCE_MARGIN
@@ -171,7 +172,7 @@ def _plan_cell(text: str) -> str:
 
 
 def _failures(trials: Sequence[TrialSummary]) -> str:
-    failed = [(str(t.number), t.failure or "") for t in trials if t.state == "FAIL"]
+    failed = [(str(t.number), t.failure or "") for t in trials if t.state == TrialState.FAIL]
     if not failed:
         return ""
     return "<h2>Failed trials</h2>" + _rows_table(("trial", "reason"), failed)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import TrialState
-from optuna.visualization._hypervolume_history import _get_hypervolume_history_info
 
-from ._objectives import ACCURACY, is_feasible
+from .._optuna import hypervolume_history_info
+from ..search import TrialRecord
+from ._objectives import ACCURACY
 
 __all__ = ["HypervolumeHistory", "REFERENCE_MARGIN", "hypervolume_history"]
 
@@ -48,11 +48,11 @@ class HypervolumeHistory:
 
 
 def hypervolume_history(
-    study: optuna.Study, objectives: Sequence[str], *, original_costs: Mapping[str, float | None]
+    study: optuna.Study, objectives: Sequence[str], records: Sequence[TrialRecord], *,
+    original_costs: Mapping[str, float | None],
 ) -> tuple[HypervolumeHistory | None, str | None]:
-    """The history, or None with the reason it cannot be computed."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    feasible = [t for t in trials if is_feasible(t)]
+    """The history, or None with the reason it cannot be computed (``records``: the study's trials)."""
+    feasible = [r for r in records if r.complete and r.feasible and r.values is not None]
     if not feasible:
         return None, "No feasible trial has completed yet, so nothing dominates any volume."
     reference: dict[str, float] = {}
@@ -71,7 +71,7 @@ def hypervolume_history(
         reference[name], ideal[name] = REFERENCE_MARGIN * cost, 0.0
     box = math.prod(abs(reference[name] - ideal[name]) for name in objectives)
     point = np.asarray([reference[name] for name in objectives], dtype=np.float64)
-    info = _get_hypervolume_history_info(study, point)
+    info = hypervolume_history_info(study, point)
     return (
         HypervolumeHistory(
             trial_numbers=tuple(int(n) for n in info.trial_numbers),

@@ -18,7 +18,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from ._objectives import is_feasible
+from ..search import TrialRecord
 
 __all__ = ["Importances", "MIN_TRIALS", "param_importances"]
 
@@ -34,8 +34,12 @@ class Importances:
     reason: str | None = None
 
 
-def param_importances(study: optuna.Study, objectives: Sequence[str], *, min_trials: int = MIN_TRIALS) -> Importances:
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+def param_importances(
+    study: optuna.Study, objectives: Sequence[str], records: Sequence[TrialRecord], *, min_trials: int = MIN_TRIALS
+) -> Importances:
+    """``records``: the study's trials, in the order of ``study.get_trials()``."""
+    feasible = {r.number for r in records if r.complete and r.feasible}
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in feasible]
     if len(trials) < min_trials:
         return Importances(
             reason=(

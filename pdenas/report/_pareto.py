@@ -1,4 +1,5 @@
-"""The Pareto set of a study (Optuna's computation on its feasible completed trials) and the named picks on it.
+"""The named picks on a study's Pareto set (:func:`pdenas.search.pareto_trials`), and the front of
+accuracy against any one cost.
 
 The picks are what ``--trial pareto:...`` selects. They choose among the compressed candidates on the
 front: the original model's own trial (REFERENCE) is the yardstick, never a pick.
@@ -14,48 +15,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
-from optuna.study import StudyDirection
-from optuna.study._multi_objective import _get_pareto_front_trials_by_trials, _is_pareto_front
-from optuna.trial import FrozenTrial, TrialState
 
-from ._objectives import ACCURACY, is_feasible, is_reference, objective_value, primary_cost
+from .._optuna import pareto_flags
+from ..search import TrialRecord
+from ._objectives import ACCURACY, primary_cost
 
-__all__ = ["SHORTCUTS", "pareto_set", "front_2d", "shortcut_picks"]
+__all__ = ["SHORTCUTS", "front_2d", "shortcut_picks"]
 
 BEST_ACCURACY = "pareto:best-accuracy"
 SMALLEST = "pareto:smallest"
 KNEE = "pareto:knee"
 SHORTCUTS = (BEST_ACCURACY, SMALLEST, KNEE)
 
-
-def pareto_set(trials: Sequence[FrozenTrial], directions: Sequence[StudyDirection]) -> list[FrozenTrial]:
-    """The non-dominated trials among the completed feasible ones, by trial number (Optuna's computation)."""
-    candidates = [t for t in trials if t.state == TrialState.COMPLETE and is_feasible(t)]
-    front = _get_pareto_front_trials_by_trials(candidates, directions)
-    return sorted(front, key=lambda trial: trial.number)
+R = TypeVar("R", bound=TrialRecord)
 
 
 def front_2d(accuracy: Sequence[float], cost: Sequence[float]) -> list[bool]:
     """Which (accuracy, cost) points no other point dominates (maximise accuracy, minimise cost)."""
     if not accuracy:
         return []
-    loss = np.column_stack([-np.asarray(accuracy, dtype=float), np.asarray(cost, dtype=float)])
-    return [bool(flag) for flag in _is_pareto_front(loss, assume_unique_lexsorted=False)]
+    return pareto_flags(np.column_stack([-np.asarray(accuracy, dtype=float), np.asarray(cost, dtype=float)]))
 
 
-def shortcut_picks(pareto: Sequence[FrozenTrial], objectives: Sequence[str]) -> dict[str, FrozenTrial]:
+def shortcut_picks(pareto: Sequence[R], objectives: Sequence[str]) -> dict[str, R]:
     """The trial each shortcut names; empty when the front holds no compressed candidate yet."""
     cost_name = primary_cost(objectives)
     if ACCURACY not in objectives or cost_name is None:
         return {}
     points = []
     for trial in pareto:
-        if is_reference(trial):
+        if trial.reference:
             continue
-        accuracy = objective_value(trial, ACCURACY, objectives)
-        cost = objective_value(trial, cost_name, objectives)
+        accuracy = trial.objective(ACCURACY, objectives)
+        cost = trial.objective(cost_name, objectives)
         if accuracy is not None and cost is not None:
             points.append((trial, accuracy, cost))
     if not points:
@@ -66,7 +61,7 @@ def shortcut_picks(pareto: Sequence[FrozenTrial], objectives: Sequence[str]) -> 
     return {BEST_ACCURACY: best_accuracy[0], SMALLEST: smallest[0], KNEE: knee[0]}
 
 
-def _distance_to_ideal(accuracy: float, cost: float, points: Sequence[tuple[FrozenTrial, float, float]]) -> float:
+def _distance_to_ideal(accuracy: float, cost: float, points: Sequence[tuple[TrialRecord, float, float]]) -> float:
     accuracies = [p[1] for p in points]
     costs = [p[2] for p in points]
     # normalised so that the ideal corner is (accuracy 1, cost 0); a flat axis contributes nothing

@@ -8,34 +8,34 @@ selected; anything else is a one-line :class:`ReportError` saying why and what t
 from __future__ import annotations
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from ..search import _attrs
+from ..search import StudyRecord, TrialRecord, pareto_trials
 from ._errors import ReportError
-from ._objectives import is_feasible, study_objectives
-from ._pareto import SHORTCUTS, pareto_set, shortcut_picks
+from ._objectives import study_objectives
+from ._pareto import SHORTCUTS, shortcut_picks
 
 __all__ = ["select_trial"]
 
 _HINT = "pick a completed feasible trial, e.g. --trial pareto:knee (pdenas show DIR lists the Pareto set)"
 
 
-def select_trial(study: optuna.Study, spec: str | int) -> FrozenTrial:
+def select_trial(study: optuna.Study, spec: str | int) -> TrialRecord:
     """The trial ``spec`` names; :class:`ReportError` for an unknown, failed, unfinished or infeasible one."""
     if isinstance(spec, str) and spec.strip().lower() in SHORTCUTS:
         return _shortcut(study, spec.strip().lower())
     number = _number(spec)
     trials = study.get_trials(deepcopy=False)
-    trial = next((t for t in trials if t.number == number), None)
-    if trial is None:
+    found = next((t for t in trials if t.number == number), None)
+    if found is None:
         known = f"it has trials 0-{max(t.number for t in trials)}" if trials else "it has no trials yet"
         raise ReportError(f"trial {number} does not exist in study {study.study_name!r} ({known}): {_HINT}")
+    trial = TrialRecord.from_trial(found)
     if trial.state == TrialState.FAIL:
-        reason = trial.user_attrs.get(_attrs.FAILURE) or "no reason recorded"
-        raise ReportError(f"trial {number} failed ({' '.join(str(reason).split())}): {_HINT}")
+        raise ReportError(f"trial {number} failed ({trial.failure}): {_HINT}")
     if trial.state != TrialState.COMPLETE:
         raise ReportError(f"trial {number} is {trial.state.name.lower()}, not complete: wait for it to finish or {_HINT}")
-    if not is_feasible(trial):
+    if not trial.feasible:
         broken = ", ".join(f"{name} = {value:+.3g}" for name, value in trial.constraints.items() if value > 0)
         why = f"it broke a constraint ({broken})" if broken else "it broke a constraint"
         raise ReportError(f"trial {number} is infeasible, {why}, so it was never trained: {_HINT}")
@@ -53,9 +53,9 @@ def _number(spec: str | int) -> int:
     raise ReportError(f"unknown trial {spec!r}: give a trial number or one of {', '.join(SHORTCUTS)}")
 
 
-def _shortcut(study: optuna.Study, spec: str) -> FrozenTrial:
-    objectives = study_objectives(study)
-    front = pareto_set(study.get_trials(deepcopy=False), study.directions)
+def _shortcut(study: optuna.Study, spec: str) -> TrialRecord:
+    objectives = study_objectives(study, StudyRecord.from_study(study, records=[]))
+    front = [TrialRecord.from_trial(t) for t in pareto_trials(study)]
     picks = shortcut_picks(front, objectives)
     if spec not in picks:
         if not front:

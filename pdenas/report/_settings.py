@@ -1,7 +1,7 @@
 """The study's settings as (label, text) rows: model, data, budget, search space, seed, versions, ...
 
-Taken from the study attributes CONFIG and VERSIONS. Every string is passed through ``mask_url`` so a
-storage URL never shows its password; escaping for HTML is the page's job.
+Taken from the study's record (its configuration and versions). Every string is passed through
+``mask_url`` so a storage URL never shows its password; escaping for HTML is the page's job.
 """
 
 from __future__ import annotations
@@ -13,56 +13,39 @@ from typing import Any
 import optuna
 
 from .._urls import mask_url
-from ..search import _attrs
-from ..search._study import StudyLocation
+from ..search import StudyLocation, StudyRecord
 from ._study_dir import display_storage
 
-__all__ = ["study_settings", "model_name"]
+__all__ = ["study_settings"]
 
-# CONFIG keys shown first, in this order, with these labels; the rest follow under their own names
+# configuration keys shown first, in this order, with these labels; the rest follow under their own names
 _KNOWN = (
     ("model", "model"),
     ("dataset", "data"),
-    ("data", "data"),
     ("budget", "budget"),
     ("source", "search space file"),
-    ("search_space", "search space file"),
     ("seed", "seed"),
     ("space", "search space"),
     ("objectives", "objectives"),
     ("constraints", "constraints"),
     ("sampler", "sampler"),
     ("trials", "trials"),
-    ("n_trials", "trials"),
 )
 
 
-def model_name(study: optuna.Study) -> str:
-    """The model the study compresses, as text ("" when the configuration does not say)."""
-    config = study.user_attrs.get(_attrs.CONFIG)
-    model = config.get("model") if isinstance(config, Mapping) else None
-    if isinstance(model, Mapping):
-        model = model.get("name") or model.get("model") or _text(model)
-    return "" if model is None else mask_url(str(model))
-
-
-def study_settings(study: optuna.Study, *, location: StudyLocation | None = None) -> tuple[tuple[str, str], ...]:
+def study_settings(study: optuna.Study, record: StudyRecord, *, location: StudyLocation | None = None) -> tuple[tuple[str, str], ...]:
     rows: list[tuple[str, str]] = [("study", study.study_name)]
     if location is not None:
         rows += [("study directory", str(location.directory)), ("storage", display_storage(location))]
-    config = study.user_attrs.get(_attrs.CONFIG)
-    config = dict(config) if isinstance(config, Mapping) else {}
+    config = dict(record.config or {})
     for key, label in _KNOWN:
         if key in config:
             rows.append((label, _text(config.pop(key))))
     for key in sorted(config):
         rows.append((str(key).replace("_", " "), _text(config[key])))
-    versions = study.user_attrs.get(_attrs.VERSIONS)
-    if isinstance(versions, Mapping):
-        rows += [(f"{name} version", _text(version)) for name, version in versions.items()]
-    fmt = study.user_attrs.get(_attrs.FORMAT)
-    if fmt is not None:
-        rows.append(("study format", _text(fmt)))
+    rows += [(f"{name} version", _text(version)) for name, version in record.versions.items()]
+    if record.format is not None:
+        rows.append(("study format", _text(record.format)))
     return tuple(rows)
 
 

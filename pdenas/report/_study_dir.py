@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from .._urls import mask_url
-from ..search._study import StudyError, StudyLocation, open_storage, read_config
+from ..search import StudyError, StudyLocation, open_storage, read_config
 from ._errors import ReportError
 
 __all__ = ["locate_study", "open_study", "display_storage"]

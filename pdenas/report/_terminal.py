@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import _format as fmt
+from .. import _format as fmt
 from ._data import ReportData
 
 __all__ = ["print_pareto"]
@@ -32,7 +32,7 @@ def print_pareto(data: ReportData, console: Console | None = None) -> None:
     )
     if not data.pareto:
         console.print(title)
-        console.print(f"No feasible trial has completed yet ({summary}).", highlight=False)
+        console.print(f"No feasible trial has completed yet ({summary}).", markup=False, highlight=False)
         return
     wide = console.width >= WIDE
     with_latency = wide and any(t.latency_ms is not None for t in data.pareto)

@@ -1,26 +1,31 @@
 """What every worker process sets up once: the base model (with the user's weights), its stages,
-the data, the original model's cost and the absolute constraint limits."""
+the data, the original model's cost and the absolute constraint limits; and each trial's candidate,
+built from it with weights that depend on the study's seed and the plan only (so ``pdenas export``
+rebuilds the very candidate the search trained)."""
 
 from __future__ import annotations
 
+import json
+import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..cost import Cost, latency, profile
 from ..data import load_dataset
-from ..surgery import Stage, build_model, find_stages, load_weights
+from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
 from ..train import resolve_device
-from ._space import SearchSpace, SearchSpaceError
+from ._config import SearchConfig, SearchConfigError
 from ._suggest import select_stages
 
-__all__ = ["SearchContext", "build_context"]
+__all__ = ["SearchContext", "build_candidate", "build_context", "candidate_seed", "plan_key"]
 
 
 @dataclass
 class SearchContext:
-    space: SearchSpace
+    config: SearchConfig
     base_model: nn.Module
     stages: list[Stage]  # the stages the search may touch
     data: object  # pdenas.data.ImageData
@@ -36,33 +41,53 @@ class SearchContext:
         return torch.zeros(2, *self.input_size)
 
 
-def build_context(space: SearchSpace) -> SearchContext:
-    device = resolve_device(space.device)
-    budget = space.budget
+def build_context(config: SearchConfig) -> SearchContext:
+    device = resolve_device(config.device)
+    budget = config.budget
     data = load_dataset(
-        space.dataset, seed=space.seed, val_fraction=budget.val_fraction, subset=budget.subset, image_size=space.image_size
+        config.dataset, seed=config.seed, val_fraction=budget.val_fraction, subset=budget.subset, image_size=config.image_size
     )
-    num_classes = space.num_classes or data.num_classes
+    num_classes = config.num_classes or data.num_classes
     input_size = tuple(data.input_size)
-    torch.manual_seed(space.seed)
-    model = build_model(space.model, num_classes=num_classes, in_channels=input_size[0])
-    if space.weights:
-        load_weights(model, space.weights)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes=num_classes, in_channels=input_size[0])
+    if config.weights:
+        load_weights(model, config.weights)
     example = torch.zeros(2, *input_size)
-    stages = select_stages(find_stages(model, example), space.space)
+    stages = select_stages(find_stages(model, example), config.space)
     original = profile(model, input_size)
-    original_latency = latency(model, input_size, repeats=10) * 1000 if _wants_latency(space) else None
-    max_macs = _absolute(space.constraints.max_macs, original.macs)
-    max_params = _absolute(space.constraints.max_params, original.params)
+    original_latency = latency(model, input_size, repeats=10) * 1000 if _wants_latency(config) else None
+    max_macs = _absolute(config.constraints.max_macs, original.macs)
+    max_params = _absolute(config.constraints.max_params, original.params)
     ctx = SearchContext(
-        space, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params
+        config, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params
     )
     _check_budget_possible(ctx)
     return ctx
 
 
-def _wants_latency(space: SearchSpace) -> bool:
-    return space.measure_latency or "latency" in space.objectives
+def plan_key(plan: CompressionPlan | dict[str, Any]) -> str:
+    """A plan as text: equal for equal plans (what the search compares to reuse a trained result)."""
+    data = plan.to_dict() if isinstance(plan, CompressionPlan) else plan
+    return json.dumps(data, sort_keys=True)
+
+
+def candidate_seed(seed: int, plan: CompressionPlan) -> int:
+    """The seed of a candidate's new weights (its Global layers): the study's seed and the plan, nothing else."""
+    return zlib.crc32(f"{seed}:{plan_key(plan)}".encode())
+
+
+def build_candidate(ctx: SearchContext, plan: CompressionPlan) -> nn.Module:
+    """``plan`` applied to the base model, its new weights drawn from :func:`candidate_seed`: the same
+    weights whichever trials ran before it, in the search and in the export (the global random state is
+    left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(candidate_seed(ctx.config.seed, plan))
+        return compress(ctx.base_model, plan, ctx.example_input())
+
+
+def _wants_latency(config: SearchConfig) -> bool:
+    return config.measure_latency or "latency" in config.objectives
 
 
 def _absolute(limit: float | None, original: int) -> float | None:
@@ -75,14 +100,14 @@ def _check_budget_possible(ctx: SearchContext) -> None:
     """Refuse a constraint that no plan in the space can meet (the smallest plan is measured)."""
     if ctx.max_macs is None and ctx.max_params is None:
         return
-    from ..surgery import CompressionPlan, StagePlan, compress
+    from ..surgery import StagePlan
 
-    low = ctx.space.space.keep.low
+    low = ctx.config.space.keep.low
     smallest = CompressionPlan(stages={s.name: StagePlan(keep=min(low, s.m), global_layer=None) for s in ctx.stages})
     cost = profile(compress(ctx.base_model, smallest, ctx.example_input()), ctx.input_size)
     for name, limit, value in (("max_macs", ctx.max_macs, cost.macs), ("max_params", ctx.max_params, cost.params)):
         if limit is not None and value > limit:
-            raise SearchSpaceError(
+            raise SearchConfigError(
                 f"'constraints.{name}' = {limit:,.0f} is impossible: the smallest plan in the space still costs "
                 f"{value:,} (the original {getattr(ctx.original, name[4:]):,}); raise the limit or lower space.keep"
             )

@@ -14,53 +14,46 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from . import _attrs as A
+from .. import _format as fmt
+from ._record import StudyRecord, TrialRecord, pareto_trials
 
-__all__ = ["SearchProgress", "pareto_rows", "format_macs"]
-
-
-def format_macs(value: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f}{unit}"
-    return f"{value:.0f}"
+__all__ = ["SearchProgress"]
 
 
-def pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """The feasible Pareto set so far (Optuna's ``best_trials``), with ratios to the original, by MACs."""
-    original = study.user_attrs.get(A.ORIGINAL, {})
+def _pareto_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """The Pareto set so far (:func:`pareto_trials`), trained trials only, by MACs, with the MAC ratio to the original."""
+    original = StudyRecord.from_study(study).original
     rows = []
-    try:
-        best = study.best_trials
-    except (RuntimeError, ValueError):
-        best = []
-    for trial in best:
-        attrs = trial.user_attrs
-        if A.ACCURACY not in attrs:
+    for record in map(TrialRecord.from_trial, pareto_trials(study)):
+        if record.accuracy is None:
             continue
-        macs = attrs.get(A.MACS, 0)
+        macs = record.macs or 0
         rows.append({
-            "number": trial.number,
-            "accuracy": attrs[A.ACCURACY],
+            "number": record.number,
+            "accuracy": record.accuracy,
             "macs": macs,
-            "params": attrs.get(A.PARAMS, 0),
-            "macs_ratio": (original.get("macs", 0) / macs) if macs else float("nan"),
-            "plan": attrs.get(A.PLAN_TEXT, ""),
-            "reference": bool(attrs.get(A.REFERENCE)),
+            "params": record.params or 0,
+            "macs_ratio": (original.macs or 0) / macs if macs else float("nan"),
+            "plan": record.plan_text,
+            "reference": record.reference,
         })
     return sorted(rows, key=lambda r: r["macs"])
 
 
 class SearchProgress:
-    """Receives the search's events and shows them."""
+    """Shows the events of :func:`search`: a live table on a terminal, plain log lines otherwise.
 
-    def __init__(self, study_getter: Any, total: int, *, console: Console | None = None) -> None:
-        self.console = console or Console()
+    The display draws from the study, which it gets with the ``study`` event once the search has
+    created or opened it (before that, loading the data and building the model, it says so).
+    """
+
+    def __init__(self, total: int, *, console: Console | None = None) -> None:
+        self.console = console or Console(markup=False, highlight=False)
         self.live_mode = self.console.is_terminal
         self.total = total
-        self._get_study = study_getter
+        self._study: optuna.Study | None = None
+        self._stopped: str | None = None  # why the search stopped before its target
         self._started = time.monotonic()
-        self._running: dict[int, dict[str, Any]] = {}
         self._live: Live | None = None
 
     def __enter__(self) -> "SearchProgress":
@@ -74,90 +67,92 @@ class SearchProgress:
             self._live.update(self._render())
             self._live.__exit__(None, None, None)
 
-    # events from run_worker ------------------------------------------------------------------
     def __call__(self, kind: str, info: dict[str, Any]) -> None:
-        number = info.get("trial")
-        if kind == "start":
-            self._running[number] = {"epoch": 0, "epochs": 0, "plan": ""}
-        elif kind == "epoch":
-            self._running.setdefault(number, {}).update(epoch=info["epoch"], epochs=info["epochs"])
-        elif kind in ("complete", "fail", "interrupted", "taken_over"):
-            self._running.pop(number, None)
-        if not self.live_mode or kind in ("recovered", "repaired", "stale", "taken_over"):
+        """One event of the search (``kind``: study, start, epoch, complete, fail, stop, ...)."""
+        if kind == "study":
+            self._study = info["study"]
+        elif kind in ("stop", "interrupted"):
+            self._stopped = info.get("reason", "interrupted by the user")
+        if kind in _ALWAYS_LOGGED or not self.live_mode:
             self._log(kind, info)
-        elif self._live is not None:
-            self._live.update(self._render())
-
-    def refresh(self, study: optuna.Study | None = None, procs: Any = None) -> None:
-        """Redraw from the storage (used while worker processes run the trials)."""
         if self._live is not None:
-            self._live.update(self._render(from_storage=True))
+            self._live.update(self._render())
 
     # drawing -------------------------------------------------------------------------------------
     def _log(self, kind: str, info: dict[str, Any]) -> None:
-        study = self._get_study()
         number = info.get("trial")
         if kind == "complete":
-            t = study.get_trials(deepcopy=False)[number]
-            attrs = t.user_attrs
-            acc = attrs.get(A.ACCURACY)
-            acc_text = f"accuracy {acc * 100:.2f}%" if acc is not None else "infeasible (not trained)"
-            reused = f" (reused trial {attrs[A.REUSED_FROM]})" if A.REUSED_FROM in attrs else ""
-            self.console.print(
-                f"trial {number} done: {acc_text}, MACs {format_macs(attrs.get(A.MACS, 0))}, "
-                f"params {attrs.get(A.PARAMS, 0):,}{reused} | {attrs.get(A.PLAN_TEXT, '')}",
-                highlight=False, soft_wrap=True,
+            record: TrialRecord = info["record"]
+            acc_text = f"accuracy {fmt.percent(record.accuracy)}" if record.accuracy is not None else "infeasible (not trained)"
+            reused = f" (reused trial {record.reused_from})" if record.reused_from is not None else ""
+            self._print(
+                f"trial {number} done: {acc_text}, MACs {fmt.count(record.macs, digits=4)}, "
+                f"params {record.params or 0:,}{reused} | {record.plan_text}"
             )
         elif kind == "fail":
-            self.console.print(f"trial {number} failed: {info.get('reason')}", highlight=False, soft_wrap=True)
+            self._print(f"trial {number} failed: {info.get('reason')}")
         elif kind == "epoch":
-            self.console.print(f"trial {number} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}", highlight=False)
+            self._print(f"trial {number} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}")
         elif kind == "start":
-            self.console.print(f"trial {number} started", highlight=False)
+            self._print(f"trial {number} started")
         elif kind == "recovered":
-            self.console.print(f"recovered {info['count']} trial(s) left running by a process that died; re-queued", highlight=False)
+            self._print(f"recovered {info['count']} trial(s) left running by a process that died; re-queued")
         elif kind == "repaired":
             for note in info["notes"]:
-                self.console.print(f"study directory: {note}", highlight=False)
+                self._print(f"study directory: {note}")
         elif kind == "stale":
             numbers = ", ".join(map(str, info["trials"]))
-            self.console.print(f"trial(s) {numbers}: no heartbeat from their worker for the grace period; failed as stale and "
-                               "re-queued (up to --max-retry times)",
-                               highlight=False)
+            self._print(f"trial(s) {numbers}: no heartbeat from their worker for the grace period; failed as stale and "
+                        "re-queued (up to --max-retry times)")
         elif kind == "waiting":
-            self.console.print(f"waiting for {info['running']} running trial(s) to reach the target", highlight=False)
+            self._print(f"waiting for {info['running']} running trial(s) to reach the target")
         elif kind == "taken_over":
-            self.console.print(f"trial {number} was failed as stale by another worker (no heartbeat reached the storage); "
-                               "its retry runs it again", highlight=False)
+            self._print(f"trial {number} was failed as stale by another worker (no heartbeat reached the storage); "
+                        "its retry runs it again")
         elif kind in ("stop", "interrupted"):
-            self.console.print(f"search stopped: {info.get('reason', 'interrupted by the user')}", highlight=False)
+            self._print(f"search stopped: {self._stopped}")
 
-    def _render(self, *, from_storage: bool = False) -> Group:
-        study = self._get_study()
-        trials = study.get_trials(deepcopy=False)
+    def _print(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _render(self) -> Group:
+        parts: list[Any] = self._tables() if self._study is not None else [
+            Text.assemble(("pdenas search ", "bold"), f"preparing: loading the data and the model, {self._elapsed()}")
+        ]
+        if self._stopped is not None:
+            parts.append(Text(f"search stopped: {self._stopped}", style="bold red"))
+        return Group(*parts)
+
+    def _elapsed(self) -> str:
+        return f"{(time.monotonic() - self._started) / 60:.1f} min elapsed"
+
+    def _tables(self) -> list[Any]:
+        """The header, the running trials with their epochs, and the Pareto set so far."""
+        assert self._study is not None
+        trials = self._study.get_trials(deepcopy=False)
         done = sum(t.state == TrialState.COMPLETE for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
-        elapsed = time.monotonic() - self._started
-        header = Text.assemble(
-            ("pdenas search ", "bold"),
-            f"{done}/{self.total} trials finished, {failed} failed, {elapsed / 60:.1f} min elapsed",
-        )
+        header = Text.assemble(("pdenas search ", "bold"), f"{done}/{self.total} trials finished, {failed} failed, {self._elapsed()}")
         running = Table(title="running", title_justify="left", expand=True, show_edge=False)
         running.add_column("trial", justify="right", width=6)
         running.add_column("plan", ratio=3)
         running.add_column("epoch", ratio=1)
-        for t in trials:
-            if t.state != TrialState.RUNNING:
+        for record in map(TrialRecord.from_trial, trials):
+            if record.state != TrialState.RUNNING:
                 continue
-            epoch, epochs = t.user_attrs.get(A.PROGRESS, [0, 0])
+            epoch, epochs = record.progress or (0, 0)
             bar = ProgressBar(total=max(epochs, 1), completed=epoch, width=20)
-            running.add_row(str(t.number), t.user_attrs.get(A.PLAN_TEXT, "(building)"), Group(bar, f"{epoch}/{epochs}"))
+            running.add_row(str(record.number), Text(record.plan_text or "(building)"), Group(bar, f"{epoch}/{epochs}"))
         pareto = Table(title="Pareto set so far", title_justify="left", expand=True, show_edge=False)
         for name, justify in (("trial", "right"), ("accuracy", "right"), ("MACs", "right"), ("fewer MACs", "right"), ("plan", "left")):
             pareto.add_column(name, justify=justify)
-        for row in pareto_rows(study):
+        for row in _pareto_rows(self._study):
             pareto.add_row(
                 str(row["number"]) + (" (original)" if row["reference"] else ""),
-                f"{row['accuracy'] * 100:.2f}%", format_macs(row["macs"]), f"{row['macs_ratio']:.2f}x", row["plan"],
+                fmt.percent(row["accuracy"]), fmt.count(row["macs"], digits=4), fmt.ratio(row["macs_ratio"]), Text(row["plan"]),
             )
-        return Group(header, running, pareto)
+        return [header, running, pareto]
+
+
+# shown as lines even on a terminal (above the live table): what a person must not miss
+_ALWAYS_LOGGED = ("recovered", "repaired", "stale", "taken_over", "stop", "interrupted")

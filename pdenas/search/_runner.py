@@ -16,7 +16,7 @@ than the trials that were already running when it was reached.
 
 from __future__ import annotations
 
-import logging
+import contextlib
 import multiprocessing
 import signal
 import os
@@ -25,8 +25,7 @@ import sys
 import time
 import warnings
 import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import optuna
@@ -34,16 +33,16 @@ import torch
 from optuna.trial import TrialState
 
 from .. import __version__
+from .._optuna import frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
 from .._util import first_line
-from . import _attrs as A
 from ._context import SearchContext, build_context
-from ._space import SearchSpace
+from ._record import StudyRecord, TrialRecord
+from ._config import SearchConfig
 from ._storage import (
     StudyError,
     fail_and_retry,
     fail_stale_trials,
     heartbeat,
-    is_heartbeat_enabled,
     setup_lock,
 )
 from ._study import (
@@ -59,61 +58,63 @@ from ._trial import TrialOutcome, run_trial
 
 __all__ = ["SearchResult", "search", "run_worker", "create_or_load_study", "recover_stale_trials"]
 
-log = logging.getLogger("pdenas.search")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchResult:
     location: StudyLocation
-    completed: int
+    completed: int  # finished trials in the study
     failed: int
     interrupted: bool = False
-    report: Path | None = None
-    messages: list[str] = field(default_factory=list)
 
 
-def make_sampler(space: SearchSpace, *, worker: int = 0, shared: bool = False, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+def make_sampler(config: SearchConfig, *, worker: int = 0, shared: bool = False, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
     """The study's sampler for one worker. Workers on one machine get distinct, reproducible seeds, and a
     resumed study (``resumed_at`` trials already in it) a new one, or its random draws would repeat the
     plans of the first run; on a shared storage, where any number of processes on any machines join
     with the same command, the seed also depends on the process (host and pid)."""
-    seed = space.sampler.seed if space.sampler.seed is not None else space.seed
+    seed = config.sampler.seed if config.sampler.seed is not None else config.seed
     seed = seed + 1000 * worker + 7919 * resumed_at  # distinct streams per worker and run, reproducible
     if shared:
         seed = (seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
-    if space.sampler.name == "random":
+    seed %= 2**32  # numpy's range
+    if config.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if space.sampler.name == "nsga2":
+    if config.sampler.name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=space.sampler.startup_trials, multivariate=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.sampler.startup_trials, multivariate=True)
 
 
 def create_or_load_study(
-    location: StudyLocation, space: SearchSpace, ctx: SearchContext | None, *, worker: int = 0,
+    location: StudyLocation, config: SearchConfig, ctx: SearchContext | None, *, worker: int = 0,
     storage: optuna.storages.BaseStorage | None = None,
 ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
-    storage = storage if storage is not None else open_storage(location, wait=True)
+    storage = storage if storage is not None else open_storage(location, create=True, wait=True)
     with setup_lock(storage, location.study_name):  # workers starting at once: one creates, the others check
         try:
             study = optuna.create_study(
-                storage=storage, study_name=location.study_name, directions=space.directions,
-                sampler=make_sampler(space, worker=worker, shared=location.storage_url is not None),
+                storage=storage, study_name=location.study_name, directions=config.directions,
+                sampler=make_sampler(config, worker=worker, shared=location.storage_url is not None),
                 load_if_exists=True,
             )
         except ValueError as err:  # an existing study with other objectives
             raise StudyError(f"{location.describe()} cannot be used: {first_line(err, limit=300)}") from None
-        check_compatible(study, space, location)
+        check_compatible(study, config, location)
         existing = len(study.get_trials(deepcopy=False))
         if existing:
-            study.sampler = make_sampler(space, worker=worker, shared=location.storage_url is not None, resumed_at=existing)
-        if A.CONFIG not in study.user_attrs and ctx is not None:
-            study.set_user_attr(A.FORMAT, A.FORMAT_VERSION)
-            study.set_user_attr(A.CONFIG, space.to_dict())
-            study.set_user_attr(A.VERSIONS, {"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__})
-            original = {**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms}
-            study.set_user_attr(A.ORIGINAL, original)
+            study.sampler = make_sampler(config, worker=worker, shared=location.storage_url is not None, resumed_at=existing)
+        if study.metric_names is None:  # Optuna's own tools (trials_dataframe, optuna-dashboard) name the values
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(config.objectives))
+        if StudyRecord.from_study(study, records=[]).config is None and ctx is not None:
+            StudyRecord.write(
+                study, config=config.to_dict(),
+                versions={"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__},
+                original={**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms},
+            )
         if not study.get_trials(deepcopy=False):
-            study.enqueue_trial({}, user_attrs={A.REFERENCE: True})
+            study.enqueue_trial({}, user_attrs=TrialRecord.attrs(reference=True))
     return study, storage
 
 
@@ -121,51 +122,42 @@ def recover_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStora
     """Fail trials left RUNNING by dead processes and queue their plans again; returns how many."""
     count = 0
     dead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if only_worker is None or t.user_attrs.get(A.WORKER) == only_worker]
-    if is_heartbeat_enabled(study._storage):  # a shared storage: the same retry (and limit) as a stale trial
-        return len(fail_and_retry(study, [t._trial_id for t in dead], "the worker running it died"))
+            if only_worker is None or TrialRecord.from_trial(t).worker == only_worker]
+    if is_heartbeat_enabled(storage_of(study)):  # a shared storage: the same retry (and limit) as a stale trial
+        return len(fail_and_retry(study, [trial_id(t) for t in dead], "the worker running it died"))
     for trial in dead:
-        storage.set_trial_user_attr(trial._trial_id, A.FAILURE, "the worker running it died (stale trial); re-queued")
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        _requeue(study, trial.number, trial.params, trial.user_attrs)
+        TrialRecord.write_to_storage(storage, trial_id(trial), failure="the worker running it died (stale trial); re-queued")
+        storage.set_trial_state_values(trial_id(trial), TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs=TrialRecord.from_trial(trial).retry_attrs())
         count += 1
     return count
-
-
-def _requeue(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> None:
-    attrs = {A.RETRY_OF: number}
-    if user_attrs.get(A.REFERENCE):
-        attrs[A.REFERENCE] = True
-    study.enqueue_trial(params, user_attrs=attrs)
 
 
 def _finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
+def _progress(study: optuna.Study, *, before: int | None = None) -> tuple[int, int]:
+    """(completed trials, trials running in live workers; with ``before``, only those numbered below it)."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    running = sum(t.state == TrialState.RUNNING and (before is None or t.number < before) and _alive(t, study) for t in trials)
+    return done, running
+
+
 def _surplus(study: optuna.Study, number: int, target: int) -> bool:
     """True when the trial just asked for is beyond the target (others got there first)."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
-    ahead = sum(t.state == TrialState.RUNNING and t.number < number and _alive(t, study) for t in trials)
+    done, ahead = _progress(study, before=number)
     return done + ahead >= target
-
-
-def _progress(study: optuna.Study) -> tuple[int, int]:
-    """(completed trials, trials running in live workers)."""
-    trials = study.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
-    running = sum(t.state == TrialState.RUNNING and _alive(t, study) for t in trials)
-    return done, running
 
 
 def _alive(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> bool:
     """False only for a trial in a study directory whose worker was a process on this machine that no
     longer exists. (On a shared storage a dead worker's trial is found by its missing heartbeats: two
     machines may share a host name.)"""
-    if is_heartbeat_enabled(study._storage):
+    if is_heartbeat_enabled(storage_of(study)):
         return True
-    host, _, pid = str(trial.user_attrs.get(A.WORKER, "")).rpartition(":")
+    host, _, pid = (TrialRecord.from_trial(trial).worker or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
     try:
@@ -186,44 +178,45 @@ def _ask(study: optuna.Study) -> optuna.Trial:
 def _requeue_unneeded(study: optuna.Study, trial: optuna.Trial) -> None:
     """A queued trial (a retry, the original) asked for beyond the target: queue it again, in case
     the running trials that made it unneeded fail."""
-    frozen = study._storage.get_trial(trial._trial_id)
-    keep = {k: v for k, v in frozen.user_attrs.items() if k in (A.RETRY_OF, A.REFERENCE)}
-    if not keep and "fixed_params" not in frozen.system_attrs:
+    frozen = frozen_trial(study, trial)
+    keep = TrialRecord.from_trial(frozen).requeue_attrs()
+    if not keep and not is_enqueued(frozen):
         return
     study.add_trial(optuna.trial.create_trial(
         state=TrialState.WAITING, params=frozen.params, distributions=frozen.distributions,
-        user_attrs=keep, system_attrs={k: v for k, v in frozen.system_attrs.items() if k != "constraints"},
+        user_attrs=keep, system_attrs=without_constraints(frozen.system_attrs),
     ))
 
 
 def run_worker(
     location: StudyLocation,
-    space: SearchSpace,
+    config: SearchConfig,
     *,
     worker: int = 0,
     ctx: SearchContext | None = None,
     on_event: Callable[[str, dict], None] | None = None,
     max_failures: int | None = None,
 ) -> TrialOutcomeCounts:
-    """Pull and run trials until the study has ``space.trials`` finished trials."""
-    ctx = ctx or build_context(space)
-    study, storage = create_or_load_study(location, space, ctx, worker=worker)
+    """Pull and run trials until the study has ``config.trials`` finished trials."""
+    ctx = ctx or build_context(config)
+    study, storage = create_or_load_study(location, config, ctx, worker=worker)
     me = f"{socket.gethostname()}:{os.getpid()}"
     emit = on_event or (lambda kind, info: None)
     counts = TrialOutcomeCounts()
-    max_failures = max_failures if max_failures is not None else max(10, space.trials)
+    max_failures = max_failures if max_failures is not None else max(10, config.trials)
     waiting = False
     while True:
         stale = fail_stale_trials(study)
         if stale:
             emit("stale", {"trials": stale})
         done, running = _progress(study)
-        if done >= space.trials:
+        if done >= config.trials:
             break
         if counts.failed >= max_failures:
-            emit("stop", {"reason": f"{counts.failed} trials failed in this run; see the failure reasons with pdenas status"})
+            counts.stopped = f"{counts.failed} trials failed in this run; see the failure reasons with pdenas status"
+            emit("stop", {"reason": counts.stopped})
             break
-        if done + running >= space.trials:  # the running trials reach the target, unless some fail: wait
+        if done + running >= config.trials:  # the running trials reach the target, unless some fail: wait
             if not waiting:
                 emit("waiting", {"running": running})
                 waiting = True
@@ -231,9 +224,9 @@ def run_worker(
             continue
         waiting = False
         trial = _ask(study)
-        with heartbeat(study, trial._trial_id):
-            if _surplus(study, trial.number, space.trials):  # another worker asked at the same moment
-                trial.set_user_attr(A.FAILURE, "not needed: the study reached its trial target")
+        with heartbeat(study, trial_id(trial)):
+            if _surplus(study, trial.number, config.trials):  # another worker asked at the same moment
+                TrialRecord.write(trial, failure="not needed: the study reached its trial target")
                 study.tell(trial, state=TrialState.PRUNED)
                 _requeue_unneeded(study, trial)
                 continue
@@ -246,9 +239,11 @@ class TrialOutcomeCounts:
     completed: int = 0
     failed: int = 0
     taken_over: int = 0  # trials declared stale by another worker while this one ran them
+    stopped: str | None = None  # why the worker stopped before the target (too many failures)
 
 
 WAIT_POLL = 1.0  # seconds between looks at the study while the last trials run elsewhere
+STOPPED = 3  # exit status of a worker process that stopped after too many failed trials
 
 
 def _run_one(
@@ -256,23 +251,23 @@ def _run_one(
     emit: Callable[[str, dict], None], counts: TrialOutcomeCounts,
 ) -> None:
     """Run one trial and tell Optuna how it went."""
-    trial.set_user_attr(A.WORKER, me)
-    system_attrs = study._storage.get_trial(trial._trial_id).system_attrs
-    if A.RETRY_OF not in trial.user_attrs and "failed_trial" in system_attrs:  # queued by Optuna's own retry
-        history = system_attrs.get("retry_history") or [system_attrs["failed_trial"]]
-        trial.set_user_attr(A.RETRY_OF, history[-1])
+    TrialRecord.write(trial, worker=me)
+    retried = retried_trial(frozen_trial(study, trial))
+    if TrialRecord.from_trial(trial).retry_of is None and retried is not None:  # queued by Optuna's own retry
+        TrialRecord.write(trial, retry_of=retried)
     emit("start", {"trial": trial.number})
 
     def on_epoch(epoch: int, epochs: int, loss: float, _trial: optuna.Trial = trial) -> None:
-        _trial.set_user_attr(A.PROGRESS, [epoch, epochs])
+        TrialRecord.write(_trial, progress=(epoch, epochs))
         emit("epoch", {"trial": _trial.number, "epoch": epoch, "epochs": epochs, "loss": loss})
 
     try:
         outcome = run_trial(study, trial, ctx, on_epoch=on_epoch)
     except KeyboardInterrupt:
-        trial.set_user_attr(A.FAILURE, "interrupted by the user (Ctrl-C); re-queued for the next run")
+        retry = TrialRecord.from_trial(trial).retry_attrs()
+        TrialRecord.write(trial, failure="interrupted by the user (Ctrl-C); re-queued for the next run")
         study.tell(trial, state=TrialState.FAIL)
-        _requeue(study, trial.number, trial.params, trial.user_attrs)
+        study.enqueue_trial(trial.params, user_attrs=retry)
         emit("interrupted", {"trial": trial.number})
         raise
     except StudyError:  # the storage is gone (StorageUnavailable): stop this worker, say why
@@ -285,14 +280,15 @@ def _run_one(
         outcome = TrialOutcome(TrialState.FAIL, None, reason)
     try:
         if outcome.state == TrialState.FAIL:
-            trial.set_user_attr(A.FAILURE, outcome.failure or "failed")
+            TrialRecord.write(trial, failure=outcome.failure or "failed")
             study.tell(trial, state=TrialState.FAIL)
             counts.failed += 1
             emit("fail", {"trial": trial.number, "reason": outcome.failure})
         else:
             study.tell(trial, values=outcome.values)
             counts.completed += 1
-            emit("complete", {"trial": trial.number, "values": outcome.values})
+            emit("complete", {"trial": trial.number, "values": outcome.values,
+                              "record": TrialRecord.from_trial(frozen_trial(study, trial))})
     except optuna.exceptions.UpdateFinishedTrialError:
         _taken_over(trial, emit, counts)
     except ValueError as err:  # "Cannot tell a FAIL trial": failed as stale in the meantime
@@ -309,84 +305,84 @@ def _taken_over(trial: optuna.Trial, emit: Callable[[str, dict], None], counts: 
 
 
 def search(
-    space: SearchSpace,
+    config: SearchConfig,
     *,
     location: StudyLocation,
     workers: int = 1,
     on_event: Callable[[str, dict], None] | None = None,
-    display: Callable[[optuna.Study, list[multiprocessing.Process]], None] | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search in ``location`` with ``workers`` processes on this machine."""
+    """Run (or resume) the search in ``location`` with ``workers`` processes on this machine.
+
+    ``on_event(kind, info)`` hears what happens: ``study`` (``info["study"]``, once it exists), ``start``,
+    ``epoch``, ``complete`` (with the trial's record), ``fail``, ``stop``, ``refresh`` (every half second
+    while worker processes run the trials), and the recoveries.
+    """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    emit = on_event or (lambda kind, info: None)
     embedded = location.storage_url is None
-    lock = DirectoryLock(location.directory) if embedded else None
-    if lock is not None:
-        lock.__enter__()
-    try:
+    with DirectoryLock(location.directory) if embedded else contextlib.nullcontext():
         if embedded:
             if location.config_path.exists():
                 read_config(location.directory)  # refuses a directory of an incompatible pdenas, before any work
             notes = repair_journal(location)
-            if notes and on_event:
-                on_event("repaired", {"notes": notes})
+            if notes:
+                emit("repaired", {"notes": notes})
         # an unreadable journal, an unreachable server: say so before any work (and create nothing yet)
         storage = open_storage(location, wait=True) if not embedded or location.journal_path.exists() else None
-        ctx = build_context(space)
-        study, storage = create_or_load_study(location, space, ctx, storage=storage)
-        write_config(location, space)
+        ctx = build_context(config)
+        study, storage = create_or_load_study(location, config, ctx, storage=storage)
+        write_config(location, config)
+        emit("study", {"study": study})
         if embedded:
             recovered = recover_stale_trials(study, storage)
-            if recovered and on_event:
-                on_event("recovered", {"count": recovered})
+            if recovered:
+                emit("recovered", {"count": recovered})
         interrupted = False
         if workers == 1:
             try:
-                counts = run_worker(location, space, ctx=ctx, on_event=on_event)
+                run_worker(location, config, ctx=ctx, on_event=emit)
             except KeyboardInterrupt:
                 interrupted = True
         else:
-            interrupted = _run_processes(location, space, workers, study, storage, display)
-        finished = _finished(study)
+            interrupted = _run_processes(location, config, workers, study, storage, emit)
         failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
-        return SearchResult(location, finished, failed, interrupted)
-    finally:
-        if lock is not None:
-            lock.__exit__(None, None, None)
+        return SearchResult(location, _finished(study), failed, interrupted)
 
 
-def _worker_main(location: StudyLocation, space: SearchSpace, worker: int, threads: int) -> None:
+def _worker_main(location: StudyLocation, config: SearchConfig, worker: int, threads: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C marks the running trial
     torch.set_num_threads(threads)
     try:
-        run_worker(location, space, worker=worker)
+        counts = run_worker(location, config, worker=worker)
     except KeyboardInterrupt:
-        pass
+        return
     except StudyError as err:  # one line, no traceback (e.g. the storage server went away)
         print(f"pdenas worker {worker}: error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    if counts.stopped:  # tell the parent, which shows it; restarting the worker cannot help
+        sys.exit(STOPPED)
 
 
 def _run_processes(
     location: StudyLocation,
-    space: SearchSpace,
+    config: SearchConfig,
     workers: int,
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
-    display: Callable[[optuna.Study, list[multiprocessing.Process]], None] | None,
+    emit: Callable[[str, dict], None],
 ) -> bool:
     """Start ``workers`` processes; replace one that dies while trials remain, recovering its trial."""
     mp = multiprocessing.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // workers)
-    procs = [mp.Process(target=_worker_main, args=(location, space, i, threads), daemon=False) for i in range(workers)]
+    procs = [mp.Process(target=_worker_main, args=(location, config, i, threads), daemon=False) for i in range(workers)]
     for proc in procs:
         proc.start()
     restarts = 0
     handled: set[int] = set()
     try:
         while any(p.is_alive() for p in procs):
-            if display is not None:
-                display(study, procs)
+            emit("refresh", {})
             time.sleep(0.5)
             for i, proc in enumerate(procs):
                 if proc.exitcode in (None, 0) or proc.pid in handled:
@@ -394,10 +390,14 @@ def _run_processes(
                 handled.add(proc.pid)
                 if proc.exitcode == 2:  # stopped with a one-line error (storage gone): restarting cannot help
                     continue
+                if proc.exitcode == STOPPED:
+                    emit("stop", {"reason": f"worker {i} stopped: too many trials failed in this run; see the failure "
+                                            "reasons with pdenas status"})
+                    continue
                 recover_stale_trials(study, storage, only_worker=f"{socket.gethostname()}:{proc.pid}")
-                if _finished(study) < space.trials and restarts < 3 * workers:
+                if _finished(study) < config.trials and restarts < 3 * workers:
                     restarts += 1
-                    procs[i] = mp.Process(target=_worker_main, args=(location, space, i, threads))
+                    procs[i] = mp.Process(target=_worker_main, args=(location, config, i, threads))
                     procs[i].start()
         return False
     except KeyboardInterrupt:

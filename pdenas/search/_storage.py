@@ -28,12 +28,23 @@ from typing import Any, Callable, Iterator
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from .._optuna import (
+    RDB_PRIVATE_METHODS,
+    BaseHeartbeat,
+    backend_of,
+    is_heartbeat_enabled,
+    retries_so_far,
+    retry_system_attrs,
+    running_trials_without_heartbeat,
+    stale_trial_ids,
+    storage_of,
+    study_id,
+)
 from .._urls import MASK, SECRET_QUERY_KEYS, mask_url
 from .._util import first_line
-from . import _attrs as A
+from ._record import TrialRecord
 
 __all__ = [
     "StudyError",
@@ -214,8 +225,8 @@ _RETRIED = (
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
     "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
     "get_trial_number_from_id", "get_trial_param", "set_trial_state_values", "set_trial_intermediate_value",
-    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "_get_trials", "get_n_trials",
-    "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+    "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials",
+    "get_best_trial", "record_heartbeat", *RDB_PRIVATE_METHODS,
 )
 for _name in _RETRIED:
     if hasattr(RDBStorage, _name):
@@ -276,7 +287,7 @@ def open_rdb_storage(url: str, options: StorageOptions, *, wait: bool = False, *
 def setup_lock(storage: optuna.storages.BaseStorage, study_name: str) -> Iterator[None]:
     """Serialise creating and configuring a study among workers starting at once (PostgreSQL: an
     advisory lock; other storages: nothing, one process sets them up)."""
-    backend = getattr(storage, "_backend", storage)
+    backend = backend_of(storage)
     if not isinstance(backend, RDBStorage) or backend.engine.dialect.name != "postgresql":
         yield
         return
@@ -317,24 +328,21 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
 
     def retries_so_far(self, trial: FrozenTrial) -> int:
-        return len(trial.system_attrs.get("retry_history", []))
+        return retries_so_far(trial)
 
     def will_retry(self, trial: FrozenTrial) -> bool:
-        if trial.user_attrs.get(A.REFERENCE):
+        if TrialRecord.from_trial(trial).reference:
             return True
-        return self._max_retry is None or self.retries_so_far(trial) < self._max_retry
+        return self.max_retry is None or retries_so_far(trial) < self.max_retry
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if not self.will_retry(trial):
             return
-        history = [*trial.system_attrs.get("retry_history", []), trial.number]
-        system_attrs = {k: v for k, v in trial.system_attrs.items() if k != "constraints"}
-        system_attrs.update(failed_trial=history[0], retry_history=history)
-        user_attrs: dict[str, Any] = {A.RETRY_OF: trial.number}
-        if trial.user_attrs.get(A.REFERENCE):
-            user_attrs[A.REFERENCE] = True
+        system_attrs = retry_system_attrs(trial)  # the retry history, not the dead trial's constraint values
+        user_attrs = TrialRecord.from_trial(trial).retry_attrs()
         study.add_trial(
             optuna.trial.create_trial(
                 state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
@@ -356,17 +364,16 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     Like ``optuna.storages.fail_stale_trials`` (which ``Study.optimize`` calls), for pdenas' ask/tell
     loop; it also catches trials that never sent a heartbeat, which Optuna never considers stale.
     """
-    storage = study._storage
+    storage = storage_of(study)
     if not is_heartbeat_enabled(storage):
         return []
-    assert isinstance(storage, BaseHeartbeat)
-    stale = set(storage._get_stale_trial_ids(study._study_id)) | _silent_trials(study)
+    stale = set(stale_trial_ids(storage, study_id(study))) | _silent_trials(study)
     return fail_and_retry(study, sorted(stale), STALE)
 
 
 def fail_and_retry(study: optuna.Study, trial_ids: list[int], reason: str) -> list[int]:
     """Mark RUNNING trials failed with ``reason`` and queue their retries (heartbeat storages)."""
-    storage = study._storage
+    storage = storage_of(study)
     callback = storage.get_heartbeat_stale_trial_callback() if isinstance(storage, BaseHeartbeat) else None
     failed: list[int] = []
     for trial_id in trial_ids:
@@ -380,7 +387,7 @@ def fail_and_retry(study: optuna.Study, trial_ids: list[int], reason: str) -> li
                     why += "; re-queued as a new trial"
                 else:
                     why += f"; not retried: already retried {callback.retries_so_far(trial)} times (--max-retry)"
-            storage.set_trial_user_attr(trial_id, A.FAILURE, why)
+            TrialRecord.write_to_storage(storage, trial_id, failure=why)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 failed.append(trial_id)
         except UpdateFinishedTrialError:  # another worker got there first
@@ -396,20 +403,13 @@ def fail_and_retry(study: optuna.Study, trial_ids: list[int], reason: str) -> li
 
 def _silent_trials(study: optuna.Study) -> set[int]:
     """RUNNING trials that have had no heartbeat at all for longer than the grace period (as seen here)."""
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
+    backend = backend_of(storage_of(study))
     if not isinstance(backend, RDBStorage):
         return set()
-    import sqlalchemy
-
-    query = sqlalchemy.text(
-        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
-        "WHERE t.study_id = :s AND t.state = 'RUNNING' AND h.trial_id IS NULL"
-    )
+    key = study_id(study)
 
     def run() -> set[int]:
-        with backend.engine.connect() as conn:
-            return {row[0] for row in conn.execute(query, {"s": study._study_id})}
+        return running_trials_without_heartbeat(backend.engine, key)
 
     try:
         ids = backend._with_reconnect("query", run) if isinstance(backend, ResilientRDBStorage) else run()
@@ -421,11 +421,11 @@ def _silent_trials(study: optuna.Study) -> set[int]:
     grace = backend.grace_period or 2 * (backend.heartbeat_interval or 0)
     out = set()
     for trial_id in ids:
-        first = _silent_since.setdefault((study._study_id, trial_id), now)
+        first = _silent_since.setdefault((key, trial_id), now)
         if now - first > grace:
             out.add(trial_id)
-    for key in [k for k in _silent_since if k[0] == study._study_id and k[1] not in ids]:
-        del _silent_since[key]
+    for seen in [k for k in _silent_since if k[0] == key and k[1] not in ids]:
+        del _silent_since[seen]
     return out
 
 
@@ -436,7 +436,7 @@ def heartbeat(study: optuna.Study, trial_id: int) -> Iterator[None]:
     Unlike Optuna's heartbeat thread, which ends at the first failed write, this one keeps trying at
     every interval, so a server restart does not make a live trial look dead.
     """
-    storage = study._storage
+    storage = storage_of(study)
     if not is_heartbeat_enabled(storage):
         yield
         return

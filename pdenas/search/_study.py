@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,22 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from .._urls import mask_url
-from . import _attrs as A
-from ._space import SearchSpace
-from ._storage import StorageOptions, StudyError, open_rdb_storage
 from .._util import atomic_write_text, first_line
+from ._config import SearchConfig
+from ._record import FORMAT_VERSION, StudyRecord
+from ._storage import StorageOptions, StudyError, open_rdb_storage
 
-__all__ = ["StudyLocation", "StudyError", "StorageOptions", "open_storage", "check_compatible", "DirectoryLock"]
+__all__ = [
+    "DirectoryLock",
+    "StorageOptions",
+    "StudyError",
+    "StudyLocation",
+    "check_compatible",
+    "link_study_dir",
+    "open_storage",
+    "read_config",
+    "write_config",
+]
 
 CONFIG_FILE = "config.json"
 JOURNAL_FILE = "study.log"
@@ -57,12 +66,21 @@ class StudyLocation:
         return f"study '{self.study_name}' in {where}"
 
 
-def open_storage(location: StudyLocation, *, wait: bool = False, **rdb_options: Any) -> optuna.storages.BaseStorage:
-    """The Optuna storage of ``location`` (created when missing).
+def open_storage(
+    location: StudyLocation, *, create: bool = False, wait: bool = False, **rdb_options: Any
+) -> optuna.storages.BaseStorage:
+    """The Optuna storage of ``location``.
 
+    ``create``: make the study directory's journal when it is missing (the search); otherwise a missing
+    journal is a :class:`StudyError` and nothing is written (reading a study never creates files).
     ``wait`` (workers): wait up to ``location.options.reconnect`` seconds for an unreachable server.
     """
     if location.storage_url is None:
+        if not create and not location.journal_path.is_file():
+            raise StudyError(
+                f"{location.directory} holds no study ({location.journal_path.name} is missing): run pdenas search "
+                f"--study-dir {location.directory} first"
+            )
         location.directory.mkdir(parents=True, exist_ok=True)
         path = str(location.journal_path)
         try:
@@ -126,26 +144,38 @@ def _journal_problem(path: Path, err: BaseException) -> str:
     return f"{type(err).__name__}: {first_line(err)}"
 
 
-def write_config(location: StudyLocation, space: SearchSpace | dict[str, Any]) -> None:
-    """Write ``config.json``: where the study is stored, and the resolved search configuration."""
-    location.directory.mkdir(parents=True, exist_ok=True)
+def write_config(location: StudyLocation, config: SearchConfig | dict[str, Any]) -> None:
+    """Write ``config.json``: where the study is stored, and the resolved search configuration (mode 600
+    when the storage URL may hold a password). Several workers of a shared study may write it at once:
+    each replaces it whole."""
     data = {
-        "format": A.FORMAT_VERSION,
+        "format": FORMAT_VERSION,
         "storage": location.storage_url,
         "study_name": location.study_name,
-        "search": space.to_dict() if isinstance(space, SearchSpace) else space,
+        "search": config.to_dict() if isinstance(config, SearchConfig) else config,
     }
-    # a temporary file of its own: several workers of a shared study may write the same folder at once
-    fd, tmp = tempfile.mkstemp(prefix=".config.", suffix=".json", dir=location.directory)  # mode 600: the URL may hold a password
+    atomic_write_text(location.config_path, json.dumps(data, indent=2, sort_keys=True),
+                      mode=0o600 if location.storage_url else 0o644)
+
+
+def link_study_dir(directory: Path, storage_url: str, study_name: str) -> StudyLocation:
+    """A study directory for the study ``study_name`` on the storage server ``storage_url``: its
+    ``config.json`` points at the study, so that report, status, show and export work on it from any
+    machine that reaches the storage. An existing directory must already point at that study."""
+    location = StudyLocation(Path(directory), storage_url, study_name)
+    if location.config_path.is_file():
+        config = read_config(location.directory)
+        if (config.get("storage"), config.get("study_name")) != (storage_url, study_name):
+            other = mask_url(config["storage"]) if config.get("storage") else "its own study.log"
+            raise StudyError(f"{location.directory} already holds study '{config.get('study_name')}' in {other}: "
+                             "choose another folder with --out")
+        return location
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True))
-        if not location.storage_url:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, location.config_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        study = optuna.load_study(study_name=study_name, storage=open_storage(location))
+    except KeyError:
+        raise StudyError(f"there is no study '{study_name}' in {mask_url(storage_url)}: check --study-name") from None
+    write_config(location, StudyRecord.from_study(study, records=[]).config or {})
+    return location
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -159,27 +189,26 @@ def read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or "study_name" not in data:
         raise StudyError(f"{path} is not a pdenas study configuration: start a new study directory")
     version = data.get("format")
-    if version != A.FORMAT_VERSION:
+    if version != FORMAT_VERSION:
         raise StudyError(
             f"{directory} was written by an incompatible pdenas version (study format {version}, this pdenas reads "
-            f"{A.FORMAT_VERSION}): use the pdenas version that created it, or start a new study directory"
+            f"{FORMAT_VERSION}): use the pdenas version that created it, or start a new study directory"
         )
     return data
 
 
-def check_compatible(study: optuna.Study, space: SearchSpace, location: StudyLocation) -> None:
+def check_compatible(study: optuna.Study, config: SearchConfig, location: StudyLocation) -> None:
     """Refuse to extend a study created with another model, data or search space."""
-    stored = study.user_attrs.get(A.CONFIG)
-    if stored is None:
+    record = StudyRecord.from_study(study, records=[])
+    if record.config is None:
         return
-    version = study.user_attrs.get(A.FORMAT)
-    if version != A.FORMAT_VERSION:
+    if record.format != FORMAT_VERSION:
         raise StudyError(
-            f"{location.describe()} was created by an incompatible pdenas (study format {version}, expected "
-            f"{A.FORMAT_VERSION}): use another --study-dir"
+            f"{location.describe()} was created by an incompatible pdenas (study format {record.format}, expected "
+            f"{FORMAT_VERSION}): use another --study-dir"
         )
-    ours = space.fingerprint()
-    theirs = SearchSpace.from_dict(stored).fingerprint()
+    ours = config.fingerprint()
+    theirs = SearchConfig.from_dict(record.config).fingerprint()
     if ours != theirs:
         diffs = _differences(theirs, ours)
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in diffs[:3])

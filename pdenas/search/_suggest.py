@@ -14,47 +14,47 @@ import optuna
 
 from ..nn import GlobalLayerConfig
 from ..surgery import CompressionPlan, Stage, StagePlan
-from ._space import SearchSpaceError, StageChoices
+from ._config import SearchConfigError, SearchSpace
 
 __all__ = ["select_stages", "suggest_plan"]
 
 
-def select_stages(stages: Sequence[Stage], choices: StageChoices) -> list[Stage]:
+def select_stages(stages: Sequence[Stage], space: SearchSpace) -> list[Stage]:
     """The stages the search may touch; an unknown name is an error listing the model's stages."""
-    if choices.stages == "all":
+    if space.stages == "all":
         return list(stages)
     by_name = {s.name: s for s in stages}
-    for name in choices.stages:
+    for name in space.stages:
         if name not in by_name:
-            raise SearchSpaceError(
+            raise SearchConfigError(
                 f"'space.stages' names stage '{name}', which the model does not have; "
                 f"its stages are: {', '.join(by_name)} (see pdenas info --model ...)"
             )
-    return [by_name[name] for name in choices.stages]
+    return [by_name[name] for name in space.stages]
 
 
-def suggest_plan(trial: optuna.Trial, stages: Sequence[Stage], choices: StageChoices) -> CompressionPlan:
-    if choices.shared:
+def suggest_plan(trial: optuna.Trial, stages: Sequence[Stage], space: SearchSpace) -> CompressionPlan:
+    if space.shared:
         smallest_m = min(s.m for s in stages)
-        shared = _suggest_stage(trial, "all", smallest_m, choices)
+        shared = _suggest_stage(trial, "all", smallest_m, space)
         plans = {s.name: shared for s in stages}
     else:
-        plans = {s.name: _suggest_stage(trial, s.name, s.m, choices) for s in stages}
+        plans = {s.name: _suggest_stage(trial, s.name, s.m, space) for s in stages}
     return CompressionPlan(stages=plans)
 
 
-def _suggest_stage(trial: optuna.Trial, prefix: str, m: int, choices: StageChoices) -> StagePlan:
-    high = m if choices.keep.high is None else min(choices.keep.high, m)
-    low = min(choices.keep.low, high)
+def _suggest_stage(trial: optuna.Trial, prefix: str, m: int, space: SearchSpace) -> StagePlan:
+    high = m if space.keep.high is None else min(space.keep.high, m)
+    low = min(space.keep.low, high)
     keep = _int(trial, f"{prefix}.keep", low, high)
-    use_global = _categorical(trial, f"{prefix}.global", choices.global_layer)
+    use_global = _categorical(trial, f"{prefix}.global", space.global_layer)
     if not use_global:
         return StagePlan(keep=keep, global_layer=None)
     config = GlobalLayerConfig(
-        iterations=_int(trial, f"{prefix}.iterations", choices.iterations.low, choices.iterations.high),
-        dt=_float(trial, f"{prefix}.dt", choices.dt.low, choices.dt.high, log=choices.dt.log),
-        diffusion=_categorical(trial, f"{prefix}.diffusion", choices.diffusion),
-        residual=_categorical(trial, f"{prefix}.residual", choices.residual),
+        iterations=_int(trial, f"{prefix}.iterations", space.iterations.low, space.iterations.high),
+        dt=_float(trial, f"{prefix}.dt", space.dt.low, space.dt.high, log=space.dt.log),
+        diffusion=_categorical(trial, f"{prefix}.diffusion", space.diffusion),
+        residual=_categorical(trial, f"{prefix}.residual", space.residual),
     )
     return StagePlan(keep=keep, global_layer=config)
 

@@ -7,25 +7,25 @@ with the reason, and the search goes on.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from ..cost import latency, profile
-from ..surgery import CompressionPlan, compress
+from ..surgery import CompressionPlan
 from ..train import train_model
-from . import _attrs as A
-from ._context import SearchContext
+from ._context import SearchContext, build_candidate, plan_key
+from ._record import TrialRecord
 from ._storage import fail_stale_trials
 from ._suggest import suggest_plan
 
-__all__ = ["TrialOutcome", "run_trial", "plan_key"]
+__all__ = ["TrialOutcome", "run_trial"]
 
 EpochCallback = Callable[[int, int, float], None]
+WAIT_FOR_DUPLICATES = 3600.0  # seconds to wait for another worker training the same plan
 
 
 @dataclass(frozen=True)
@@ -35,59 +35,46 @@ class TrialOutcome:
     failure: str | None = None
 
 
-def plan_key(plan: CompressionPlan | dict[str, Any]) -> str:
-    data = plan.to_dict() if isinstance(plan, CompressionPlan) else plan
-    return json.dumps(data, sort_keys=True)
-
-
 def run_trial(
     study: optuna.Study, trial: optuna.Trial, ctx: SearchContext, *, on_epoch: EpochCallback | None = None,
-    wait_for_duplicates: float = 3600.0,
 ) -> TrialOutcome:
     """Evaluate ``trial``; the caller tells Optuna the outcome."""
     start = time.perf_counter()
-    space = ctx.space
-    reference = bool(trial.user_attrs.get(A.REFERENCE))
-    plan = CompressionPlan.identity(ctx.stages) if reference else suggest_plan(trial, ctx.stages, space.space)
+    config = ctx.config
+    reference = TrialRecord.from_trial(trial).reference
+    plan = CompressionPlan.identity(ctx.stages) if reference else suggest_plan(trial, ctx.stages, config.space)
     key = plan_key(plan)
-    trial.set_user_attr(A.PLAN, plan.to_dict())
-    trial.set_user_attr(A.PLAN_TEXT, plan.describe(ctx.stages))
-    trial.set_user_attr(A.SEED, space.seed)
+    TrialRecord.write(trial, plan=plan.to_dict(), plan_text=plan.describe(ctx.stages), seed=config.seed)
 
-    candidate = compress(ctx.base_model, plan, ctx.example_input())
+    candidate = build_candidate(ctx, plan)
     cost = profile(candidate, ctx.input_size)
-    trial.set_user_attr(A.MACS, cost.macs)
-    trial.set_user_attr(A.CONV_MACS, cost.conv_macs)
-    trial.set_user_attr(A.PARAMS, cost.params)
     feasible = _set_constraints(trial, ctx, cost.macs, cost.params)
-    trial.set_user_attr(A.FEASIBLE, feasible)
+    TrialRecord.write(trial, macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, feasible=feasible)
     latency_ms = None
     if ctx.original_latency_ms is not None:
         latency_ms = latency(candidate, ctx.input_size, repeats=10) * 1000
-        trial.set_user_attr(A.LATENCY_MS, latency_ms)
+        TrialRecord.write(trial, latency_ms=latency_ms)
     if not feasible and not reference:  # the original is trained anyway: it is every report's reference
-        trial.set_user_attr(A.WALL_TIME, time.perf_counter() - start)
-        return TrialOutcome(TrialState.COMPLETE, _values(space.objectives, 0.0, cost, latency_ms))
+        TrialRecord.write(trial, wall_time=time.perf_counter() - start)
+        return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, 0.0, cost, latency_ms))
 
-    earlier = _find_result(study, trial.number, key, wait_for_duplicates)
+    earlier = _find_result(study, trial.number, key, WAIT_FOR_DUPLICATES)
     if earlier is not None:
-        for attr in (A.ACCURACY, A.TRAIN_TIME, A.EVAL_TIME, A.EPOCHS):
-            if attr in earlier.user_attrs:
-                trial.set_user_attr(attr, earlier.user_attrs[attr])
-        trial.set_user_attr(A.REUSED_FROM, earlier.number)
-        trial.set_user_attr(A.WALL_TIME, time.perf_counter() - start)
-        return TrialOutcome(TrialState.COMPLETE, _values(space.objectives, earlier.user_attrs[A.ACCURACY], cost, latency_ms))
+        TrialRecord.write(
+            trial, accuracy=earlier.accuracy, train_time=earlier.train_time, eval_time=earlier.eval_time,
+            epochs=earlier.epochs, reused_from=earlier.number, wall_time=time.perf_counter() - start,
+        )
+        return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, earlier.accuracy, cost, latency_ms))
 
-    teacher = ctx.base_model if space.budget.distillation > 0 else None
+    teacher = ctx.base_model if config.budget.distillation > 0 else None
     result = train_model(
-        candidate, ctx.data, space.budget, seed=space.seed, device=ctx.device, teacher=teacher, on_epoch=on_epoch
+        candidate, ctx.data, config.budget, seed=config.seed, device=ctx.device, teacher=teacher, on_epoch=on_epoch
     )
-    trial.set_user_attr(A.ACCURACY, result.accuracy)
-    trial.set_user_attr(A.TRAIN_TIME, result.train_time)
-    trial.set_user_attr(A.EVAL_TIME, result.eval_time)
-    trial.set_user_attr(A.EPOCHS, result.epochs)
-    trial.set_user_attr(A.WALL_TIME, time.perf_counter() - start)
-    return TrialOutcome(TrialState.COMPLETE, _values(space.objectives, result.accuracy, cost, latency_ms))
+    TrialRecord.write(
+        trial, accuracy=result.accuracy, train_time=result.train_time, eval_time=result.eval_time, epochs=result.epochs,
+        wall_time=time.perf_counter() - start,
+    )
+    return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, result.accuracy, cost, latency_ms))
 
 
 def _values(objectives: list[str], accuracy: float, cost: Any, latency_ms: float | None) -> list[float]:
@@ -106,19 +93,18 @@ def _set_constraints(trial: optuna.Trial, ctx: SearchContext, macs: int, params:
     return feasible
 
 
-def _find_result(study: optuna.Study, number: int, key: str, wait: float) -> FrozenTrial | None:
+def _find_result(study: optuna.Study, number: int, key: str, wait: float) -> TrialRecord | None:
     """A trained trial with the same plan; waits while another worker is training it (and, on a shared
     storage, stops waiting when that worker's heartbeats stop: its trial is then failed as stale)."""
     deadline = time.monotonic() + wait
     while True:
         fail_stale_trials(study)
         running = False
-        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
-            if other.number == number or A.PLAN not in other.user_attrs:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            other = TrialRecord.from_trial(trial)
+            if other.number == number or other.plan is None or plan_key(other.plan) != key:
                 continue
-            if plan_key(other.user_attrs[A.PLAN]) != key:
-                continue
-            if other.state == TrialState.COMPLETE and A.ACCURACY in other.user_attrs:
+            if other.state == TrialState.COMPLETE and other.accuracy is not None:
                 return other
             if other.state == TrialState.RUNNING and other.number < number:
                 running = True

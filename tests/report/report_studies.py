@@ -1,8 +1,8 @@
 """Real Optuna studies in a study directory, filled the way ``pdenas search`` fills them (test helpers).
 
 Each study has the directory layout of the search (``config.json`` + journal ``study.log``), the study
-attributes of ``pdenas.search._attrs`` and trials made with ``enqueue_trial`` + ``ask``/``tell``, with
-user attributes, constraints, failures and infeasible candidates.
+record (:class:`pdenas.search.StudyRecord`) and trials made with ``enqueue_trial`` + ``ask``/``tell``,
+recorded with :class:`pdenas.search.TrialRecord`: costs, constraints, failures and infeasible candidates.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from pdenas.report._plan_text import describe_plan
-from pdenas.search import _attrs as A
+from pdenas import CompressionPlan
+from pdenas.search import FORMAT_VERSION, OBJECTIVES, StudyRecord, TrialRecord
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 BLOCKS = 5  # resnet_tiny: 4 stages of m = 5
@@ -34,14 +34,12 @@ class Costs:
 def plan_dict(keeps: dict[str, int], globals_: dict[str, tuple[int, float]]) -> dict[str, Any]:
     stages = {}
     for stage in STAGES:
-        keep = keeps.get(stage, BLOCKS)
         glob = globals_.get(stage)
         stages[stage] = {
-            "keep": keep,
-            "blocks": BLOCKS,
-            "global_layer": None if glob is None else {"iterations": glob[0], "dt": glob[1], "diffusion": "learned", "residual": False},
+            "keep": keeps.get(stage, BLOCKS),
+            "global_layer": None if glob is None else {"iterations": glob[0], "dt": glob[1]},
         }
-    return {"stages": stages}
+    return CompressionPlan.from_dict({"stages": stages}).to_dict()
 
 
 class StudyBuilder:
@@ -74,24 +72,22 @@ class StudyBuilder:
             "sampler": {"name": "tpe", "seed": None, "startup_trials": 6},
             **(extra_config or {}),
         }
-        config = {"format": A.FORMAT_VERSION, "storage": None, "study_name": study_name, "search": search}
+        config = {"format": FORMAT_VERSION, "storage": None, "study_name": study_name, "search": search}
         (directory / "config.json").write_text(json.dumps(config, indent=2))
         storage = JournalStorage(JournalFileBackend(str(directory / "study.log")))
         self.study = optuna.create_study(
-            storage=storage, study_name=study_name, directions=[A.OBJECTIVE_DIRECTIONS[o] for o in objectives]
+            storage=storage, study_name=study_name, directions=[OBJECTIVES[o] for o in objectives]
         )
-        self.study.set_user_attr(A.FORMAT, A.FORMAT_VERSION)
-        self.study.set_user_attr(A.CONFIG, search)
-        self.study.set_user_attr(A.VERSIONS, {"pdenas": "0.1.0", "torch": "2.14.1", "optuna": optuna.__version__})
-        if original is not None:
-            self.study.set_user_attr(
-                A.ORIGINAL, {"params": original.params, "macs": original.macs, "conv_macs": original.conv_macs, "latency_ms": None}
-            )
+        costs = {} if original is None else {"params": original.params, "macs": original.macs, "conv_macs": original.conv_macs}
+        StudyRecord.write(
+            self.study, config=search, versions={"pdenas": "0.1.0", "torch": "2.14.1", "optuna": optuna.__version__},
+            original=costs,
+        )
 
     # ---------------------------------------------------------------------------------- trials
 
     def add_reference(self, *, accuracy: float, costs: Costs, latency_ms: float | None = None) -> int:
-        self.study.enqueue_trial({}, user_attrs={A.REFERENCE: True})
+        self.study.enqueue_trial({}, user_attrs=TrialRecord.attrs(reference=True))
         return self._run(
             params={}, plan=plan_dict({}, {}), accuracy=accuracy, costs=costs, latency_ms=latency_ms, train_time=42.0
         )
@@ -123,7 +119,7 @@ class StudyBuilder:
     def add_failure(self, reason: str) -> int:
         trial = self.study.ask()
         trial.suggest_int("layer1.keep", 1, BLOCKS)
-        trial.set_user_attr(A.FAILURE, reason)
+        TrialRecord.write(trial, failure=reason)
         self.study.tell(trial, state=TrialState.FAIL)
         return trial.number
 
@@ -150,26 +146,17 @@ class StudyBuilder:
                 trial.suggest_int(name, 1, 5)
             else:
                 trial.suggest_float(name, 0.05, 0.5, log=True)
-        trial.set_user_attr(A.PLAN, plan)
-        if plan_text is not None:
-            trial.set_user_attr(A.PLAN_TEXT, plan_text or describe_plan(plan))
-        trial.set_user_attr(A.SEED, 0)
-        trial.set_user_attr(A.MACS, costs.macs)
-        trial.set_user_attr(A.CONV_MACS, costs.conv_macs)
-        trial.set_user_attr(A.PARAMS, costs.params)
+        text = plan_text or CompressionPlan.from_dict(plan).describe() if plan_text is not None else None
+        TrialRecord.write(trial, plan=plan, plan_text=text, seed=0, macs=costs.macs, conv_macs=costs.conv_macs,
+                          params=costs.params, latency_ms=latency_ms)
         feasible = True
         if self.max_macs is not None:
             trial.set_constraint("max_macs", float(costs.macs - self.max_macs))
             feasible = costs.macs <= self.max_macs
-        trial.set_user_attr(A.FEASIBLE, feasible)
-        if latency_ms is not None:
-            trial.set_user_attr(A.LATENCY_MS, latency_ms)
+        TrialRecord.write(trial, feasible=feasible)
         if feasible:
-            trial.set_user_attr(A.ACCURACY, accuracy)
-            trial.set_user_attr(A.TRAIN_TIME, 0.0 if reused_from is not None else train_time)
-            trial.set_user_attr(A.EPOCHS, 6)
-            if reused_from is not None:
-                trial.set_user_attr(A.REUSED_FROM, reused_from)
+            TrialRecord.write(trial, accuracy=accuracy, train_time=0.0 if reused_from is not None else train_time, epochs=6,
+                              reused_from=reused_from)
         by_name = {"accuracy": accuracy if feasible else 0.0, "macs": costs.macs, "params": costs.params, "latency": latency_ms}
         self.study.tell(trial, [float(by_name[o]) for o in self.objectives])
         return trial.number

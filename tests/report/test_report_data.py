@@ -10,10 +10,11 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.trial import TrialState
 
 from pdenas.report import ReportData, ReportError, build_report_data
-from pdenas.report._plan_text import describe_plan
-from pdenas.search import _attrs as A
+from pdenas.search import TrialRecord
 
 from .report_studies import STAGES, Costs, StudyBuilder
+
+record = TrialRecord.from_trial
 
 
 def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -41,10 +42,10 @@ def test_pareto_set_is_the_non_dominated_feasible_completed_trials(search_study:
     by_number = {t.number: t for t in search_study.study.trials}
     for row in data.pareto:
         trial = by_number[row.number]
-        assert trial.state == TrialState.COMPLETE and trial.user_attrs[A.FEASIBLE]
+        assert trial.state == TrialState.COMPLETE and record(trial).feasible
     # the infeasible heavy candidate recorded accuracy 0 but the highest MACs: never on the front,
     # and an infeasible trial with tiny MACs would be: check feasibility is what keeps it out
-    infeasible = [t for t in search_study.study.trials if t.user_attrs.get(A.FEASIBLE) is False]
+    infeasible = [t for t in search_study.study.trials if record(t).feasible is False]
     assert infeasible and all(t.number not in {r.number for r in data.pareto} for t in infeasible)
 
 
@@ -84,7 +85,7 @@ def test_real_global_counterpart_ratio(search_data: ReportData, tiny_costs) -> N
     row = data.trial(1)
     expected = tiny_costs["resnet_tiny"].macs / tiny_costs["resnet_tiny_global"].macs
     assert row.macs_ratio == pytest.approx(expected)
-    assert row.plan_text.startswith("layer1: keep 1 of 5 + Global K=5 dt=0.2;")
+    assert row.plan_text.startswith("layer1: keep 1 + Global K=5 dt=0.2;")
 
 
 def test_original_costs_fall_back_to_the_study_attribute(study_builder, tiny_costs) -> None:
@@ -101,7 +102,7 @@ def test_original_costs_fall_back_to_the_study_attribute(study_builder, tiny_cos
 def test_counts_and_failures(search_data: ReportData) -> None:
     data = search_data
     assert data.counts == {"total": 30, "complete": 27, "feasible": 26, "infeasible": 1, "failed": 2, "other": 1}
-    failed = [t for t in data.trials if t.state == "FAIL"]
+    failed = [t for t in data.trials if t.state == TrialState.FAIL]
     assert failed[0].failure.startswith("training diverged")
     reused = [t for t in data.trials if t.reused_from is not None]
     assert len(reused) == 1 and reused[0].reused_from == 1
@@ -162,10 +163,10 @@ def test_fronts_against_each_cost(search_data: ReportData) -> None:
     assert set(data.fronts) == {"macs", "params", "latency"}
     trained = {t.number: t for t in data.trials if t.complete and t.feasible}
     for cost in ("macs", "params", "latency"):
-        expected = _brute_force_front({n: (t.accuracy, t.cost(cost)) for n, t in trained.items()})
+        expected = _brute_force_front({n: (t.accuracy, t.measured(cost)) for n, t in trained.items()})
         numbers = data.fronts[cost].numbers
         assert set(numbers) == expected
-        costs = [data.trial(n).cost(cost) for n in numbers]
+        costs = [data.trial(n).measured(cost) for n in numbers]
         assert costs == sorted(costs)
     # accuracy and MACs are the study's objectives: the MACs front is the Pareto set (duplicates aside)
     assert set(data.fronts["macs"].numbers) == {t.number for t in data.pareto}
@@ -180,17 +181,14 @@ def test_fronts_only_for_recorded_costs(study_builder, tiny_costs) -> None:
 
 
 def test_plan_text_falls_back_to_the_plan(study_builder, tiny_costs) -> None:
+    """A trial that stored its plan but not the words gets CompressionPlan's words for it."""
     original = tiny_costs["resnet_tiny"]
     builder = study_builder(original=original)
     builder.add_candidate(
         keeps={"layer1": 1}, globals_={"layer1": (3, 0.21)}, accuracy=0.9, costs=Costs(100, 10, 10), plan_text=None
     )
     data = build_report_data(builder.study)
-    assert data.trial(0).plan_text == (
-        "layer1: keep 1 of 5 + Global K=3 dt=0.21; layer2: untouched; layer3: untouched; layer4: untouched"
-    )
-    brief = {"stages": {"layer1": {"keep": 1, "global_layer": {"iterations": 3, "dt": 0.21, "diffusion": "learned"}}, "layer2": None}}
-    assert describe_plan(brief) == "layer1: keep 1 + Global K=3 dt=0.21; layer2: untouched"
+    assert data.trial(0).plan_text == "layer1: keep 1 + Global K=3 dt=0.21; layer2: keep 5; layer3: keep 5; layer4: keep 5"
 
 
 def test_settings(search_study: StudyBuilder, search_data: ReportData) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from pdenas._urls import mask_url
 from pdenas.report import ReportError, open_study, write_report
-from pdenas.report._data import build_report_data
-from pdenas.search import _attrs as A
+from pdenas.report import build_report_data
+from pdenas.search import FORMAT_VERSION, StudyRecord
 
 from .report_studies import StudyBuilder
 
@@ -19,7 +19,7 @@ def test_open_study_reads_config_and_journal(search_study: StudyBuilder) -> None
     study = open_study(search_study.directory)
     assert study.study_name == "pdenas"
     assert len(study.trials) == len(search_study.study.trials)
-    assert study.user_attrs[A.CONFIG]["model"] == "resnet_tiny"
+    assert StudyRecord.from_study(study).config["model"] == "resnet_tiny"
 
 
 def test_not_a_study_directory(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def test_not_a_study_directory(tmp_path: Path) -> None:
 
 
 def test_config_without_journal(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"format": A.FORMAT_VERSION, "storage": None, "study_name": "pdenas"}))
+    (tmp_path / "config.json").write_text(json.dumps({"format": FORMAT_VERSION, "storage": None, "study_name": "pdenas"}))
     with pytest.raises(ReportError, match="has config.json but no study.log: the study was never started"):
         open_study(tmp_path)
 
@@ -42,14 +42,14 @@ def test_unknown_study_name(search_study: StudyBuilder, tmp_path: Path) -> None:
     other = tmp_path / "copy"
     other.mkdir()
     (other / "study.log").write_bytes((search_study.directory / "study.log").read_bytes())
-    (other / "config.json").write_text(json.dumps({"format": A.FORMAT_VERSION, "storage": None, "study_name": "nope"}))
+    (other / "config.json").write_text(json.dumps({"format": FORMAT_VERSION, "storage": None, "study_name": "nope"}))
     with pytest.raises(ReportError, match="study 'nope' is not in journal file .*: check 'study_name' in"):
         open_study(other)
 
 
 def test_storage_password_is_masked_in_errors(tmp_path: Path) -> None:
     url = "postgresql://user:secret@127.0.0.1:1/db"  # nothing listens on port 1: refused at once
-    (tmp_path / "config.json").write_text(json.dumps({"format": A.FORMAT_VERSION, "storage": url, "study_name": "pdenas"}))
+    (tmp_path / "config.json").write_text(json.dumps({"format": FORMAT_VERSION, "storage": url, "study_name": "pdenas"}))
     with pytest.raises(ReportError) as info:
         open_study(tmp_path)
     assert "secret" not in str(info.value)
@@ -60,7 +60,7 @@ def test_storage_password_is_masked_in_settings(search_study: StudyBuilder, tmp_
     directory = tmp_path / "pg"
     directory.mkdir()
     url = "postgresql://user:secret@db.example:5432/studies"
-    (directory / "config.json").write_text(json.dumps({"format": A.FORMAT_VERSION, "storage": url, "study_name": "pdenas"}))
+    (directory / "config.json").write_text(json.dumps({"format": FORMAT_VERSION, "storage": url, "study_name": "pdenas"}))
     data = build_report_data(search_study.study, study_dir=directory)
     settings = dict(data.settings)
     assert settings["storage"] == "postgresql://user:***@db.example:5432/studies"

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ..commands import pdenas_cmd, run_pdenas  # noqa: F401  (the tests here import them from this module)
 from .pg import postgres_server  # noqa: F401  (a real PostgreSQL server, for test_postgres.py)
 
 TINY = """\
@@ -42,12 +40,3 @@ def tiny_yaml(tmp_path: Path):
         return path
 
     return make
-
-
-def pdenas_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pdenas.cli", *args]
-
-
-def run_pdenas(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    return subprocess.run(pdenas_cmd(*args), capture_output=True, text=True, timeout=timeout, env=full_env)

@@ -21,11 +21,12 @@ import torch
 from optuna.trial import TrialState
 
 from pdenas import cli
-from pdenas.search import _attrs as A
+from pdenas.search import StudyRecord, TrialRecord, plan_key
 from pdenas.search._storage import STALE
-from pdenas.search._trial import plan_key
 
 from .conftest import pdenas_cmd
+
+record = TrialRecord.from_trial
 
 SECRET = "Sup3rSecretPw"
 SHARED = ("--heartbeat", "1", "--grace-period", "4")
@@ -59,7 +60,7 @@ def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def report_counts(name: str, study: optuna.Study, requested: int, before: dict[int, list[float]] | None = None) -> None:
     done = {t.number: t.values for t in complete(study)}
     lost = sum(done.get(n) != v for n, v in (before or {}).items())
-    retried = sum(A.RETRY_OF in t.user_attrs for t in study.trials)
+    retried = sum(record(t).retry_of is not None for t in study.trials)
     print(f"COUNTS {name}: requested={requested} finished={len(done)} retried={retried} lost={lost} states={states(study)}")
 
 
@@ -104,9 +105,9 @@ def wait_for_training(url: str, name: str, *, min_number: int, pid: int | None =
             time.sleep(0.3)
             continue
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = str(t.user_attrs.get(A.WORKER, ""))
-            if t.number >= min_number and A.PROGRESS in t.user_attrs and (pid is None or worker.endswith(f":{pid}")):
-                epoch, epochs = t.user_attrs[A.PROGRESS]
+            worker = record(t).worker or ""
+            if t.number >= min_number and record(t).progress is not None and (pid is None or worker.endswith(f":{pid}")):
+                epoch, epochs = record(t).progress
                 if epoch < epochs:
                     return t.number
         time.sleep(0.2)
@@ -129,17 +130,17 @@ def test_three_workers_finish_exactly_the_target_and_never_train_a_plan_twice(po
     done = complete(study)
     assert len(done) == 12  # no overshoot
     assert set(states(study)) <= {"COMPLETE", "PRUNED"}  # nothing left running, waiting or failed
-    assert all("not needed" in t.user_attrs[A.FAILURE] for t in study.trials if t.state == TrialState.PRUNED)
-    assert sum(bool(t.user_attrs.get(A.REFERENCE)) for t in done) == 1
-    assert len({t.user_attrs[A.WORKER] for t in done}) >= 2
-    trained = [plan_key(t.user_attrs[A.PLAN]) for t in done if A.REUSED_FROM not in t.user_attrs]
+    assert all("not needed" in record(t).failure for t in study.trials if t.state == TrialState.PRUNED)
+    assert sum(record(t).reference for t in done) == 1
+    assert len({record(t).worker for t in done}) >= 2
+    trained = [plan_key(record(t).plan) for t in done if record(t).reused_from is None]
     assert len(trained) == len(set(trained)), "a plan was trained twice"
     by_number = {t.number: t for t in done}
     for t in done:
-        if A.REUSED_FROM in t.user_attrs:
-            source = by_number[t.user_attrs[A.REUSED_FROM]]
-            assert plan_key(source.user_attrs[A.PLAN]) == plan_key(t.user_attrs[A.PLAN])
-            assert source.user_attrs[A.ACCURACY] == t.user_attrs[A.ACCURACY]
+        if record(t).reused_from is not None:
+            source = by_number[record(t).reused_from]
+            assert plan_key(record(source).plan) == plan_key(record(t).plan)
+            assert record(source).accuracy == record(t).accuracy
 
     # the report, from a worker's study directory and from "anywhere" (the URL), says the same
     assert cli.main(["report", str(tmp_path / "w0")]) == 0
@@ -170,13 +171,13 @@ def test_kill_9_a_worker_mid_trial_another_retries_it(postgres_server, tiny_yaml
     assert worker_here(config, url, "kill", tmp_path / "other") == 0
     study = load(url, "kill")
     killed = study.trials[number]
-    assert killed.state == TrialState.FAIL and killed.user_attrs[A.FAILURE].startswith(STALE)
-    retries = [t for t in study.trials if t.user_attrs.get(A.RETRY_OF) == number]
+    assert killed.state == TrialState.FAIL and record(killed).failure.startswith(STALE)
+    retries = [t for t in study.trials if record(t).retry_of == number]
     assert len(retries) == 1
     retry = retries[0]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert retry.system_attrs["failed_trial"] == number and retry.system_attrs["retry_history"] == [number]
-    assert not retry.user_attrs[A.WORKER].endswith(f":{victim.pid}")
+    assert not record(retry).worker.endswith(f":{victim.pid}")
     assert len(complete(study)) == 5
     for n, values in before.items():  # nothing completed is lost
         assert study.trials[n].state == TrialState.COMPLETE and study.trials[n].values == values
@@ -245,8 +246,8 @@ def test_server_gone_longer_than_reconnect_is_one_clear_line_and_rerun_completes
     study = load(postgres_server.url("gone"), "gone")
     assert len(complete(study)) == 3
     dead = study.trials[interrupted[0].number]
-    assert dead.state == TrialState.FAIL and dead.user_attrs[A.FAILURE].startswith(STALE)
-    assert any(t.user_attrs.get(A.RETRY_OF) == dead.number and t.state == TrialState.COMPLETE for t in study.trials)
+    assert dead.state == TrialState.FAIL and record(dead).failure.startswith(STALE)
+    assert any(record(t).retry_of == dead.number and t.state == TrialState.COMPLETE for t in study.trials)
     for name in ("report.html", "trials.csv", "pareto.csv"):
         assert SECRET not in (tmp_path / "w" / name).read_text()
     assert oct((tmp_path / "w" / "config.json").stat().st_mode & 0o777) == "0o600"
@@ -263,7 +264,7 @@ def test_two_studies_in_one_database_and_a_different_config_is_refused(postgres_
     alpha, beta = load(url, "alpha"), load(url, "beta")
     assert len(alpha.trials) == 2 and len(beta.trials) == 3
     assert len(complete(alpha)) == 2 and len(complete(beta)) == 3
-    assert alpha.user_attrs[A.CONFIG]["seed"] == 0 and beta.user_attrs[A.CONFIG]["seed"] == 1
+    assert StudyRecord.from_study(alpha).config["seed"] == 0 and StudyRecord.from_study(beta).config["seed"] == 1
     assert {t._trial_id for t in alpha.trials}.isdisjoint(t._trial_id for t in beta.trials)
     assert cli.main(["report", "--storage", url, "--study-name", "alpha", "--out", str(tmp_path / "ra")]) == 0
     assert [r["number"] for r in trials_csv(tmp_path / "ra")] == ["0", "1"]

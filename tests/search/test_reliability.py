@@ -20,6 +20,7 @@ import select
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -28,11 +29,12 @@ import torch
 from optuna.trial import TrialState
 
 from pdenas import cli
-from pdenas.search import SearchSpace, StudyError, StudyLocation, open_storage, run_worker
-from pdenas.search import _attrs as A
+from pdenas.search import SearchConfig, StudyError, StudyLocation, open_storage, run_worker
+from pdenas.search import StudyRecord, TrialRecord
 from pdenas.search._context import build_context
 from pdenas.search._study import repair_journal
 
+record = TrialRecord.from_trial
 PHASES = {"training": b"t", "evaluation": b"e", "writing": b"w"}
 
 
@@ -154,7 +156,7 @@ def test_kill_9_five_times_at_random_moments_then_resume(tiny_yaml, tmp_path, ca
     config = tiny_yaml(trials=requested, subset=120)
     directory = tmp_path / "study"
     args = ["search", "--config", str(config), "--study-dir", str(directory)]
-    build_context(SearchSpace.from_yaml(config))  # load the data and modules once, before forking
+    build_context(SearchConfig.from_yaml(config))  # load the data and modules once, before forking
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
 
     rng = random.Random(20240607)
@@ -170,7 +172,7 @@ def test_kill_9_five_times_at_random_moments_then_resume(tiny_yaml, tmp_path, ca
         running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
         kills.append({"phase": last, "occurrence": occurrence, "delay": round(delay, 3), "running": running})
         for t in complete(study):
-            completed_before.setdefault(t.number, (t.values, t.user_attrs[A.PLAN]))
+            completed_before.setdefault(t.number, (t.values, record(t).plan))
     assert {k["phase"] for k in kills} == set(PHASES)
 
     started = time.monotonic()
@@ -187,17 +189,17 @@ def test_kill_9_five_times_at_random_moments_then_resume(tiny_yaml, tmp_path, ca
     assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
     for number, (values, plan) in completed_before.items():  # nothing completed is lost or changed
         assert study.trials[number].state == TrialState.COMPLETE
-        assert study.trials[number].values == values and study.trials[number].user_attrs[A.PLAN] == plan
+        assert study.trials[number].values == values and record(study.trials[number]).plan == plan
     for t in done:  # every completed trial is whole
-        for key in (A.PLAN, A.PLAN_TEXT, A.ACCURACY, A.MACS, A.PARAMS, A.EPOCHS, A.WORKER):
-            assert key in t.user_attrs, (t.number, key)
-        assert t.values == [t.user_attrs[A.ACCURACY], t.user_attrs[A.MACS]]
+        for name in ("plan", "plan_text", "accuracy", "macs", "params", "epochs", "worker"):
+            assert getattr(record(t), name), (t.number, name)
+        assert t.values == [record(t).accuracy, record(t).macs]
     killed = {n for k in kills for n in k["running"]}
     for number in killed:  # each trial a kill interrupted failed with the reason, and was run again
         trial = study.trials[number]
-        assert trial.state == TrialState.FAIL and "died" in trial.user_attrs[A.FAILURE]
-        assert any(t.user_attrs.get(A.RETRY_OF) == number for t in study.trials)
-    assert sum(bool(t.user_attrs.get(A.REFERENCE)) for t in done) == 1
+        assert trial.state == TrialState.FAIL and "died" in record(trial).failure
+        assert any(record(t).retry_of == number for t in study.trials)
+    assert sum(record(t).reference for t in done) == 1
     with open(directory / "study.log", "rb") as f:  # the journal is whole: every line a record
         assert all(line.endswith(b"\n") and json.loads(line) for line in f)
 
@@ -210,7 +212,7 @@ def test_kill_9_five_times_at_random_moments_then_resume(tiny_yaml, tmp_path, ca
     assert {int(r["number"]) for r in rows if r["state"] == "COMPLETE"} == {t.number for t in done}
     pareto = {int(r["number"]) for r in csv.DictReader(open(directory / "pareto.csv", newline=""))}
     assert pareto == {t.number for t in study.best_trials}
-    retried = sum(A.RETRY_OF in t.user_attrs for t in study.trials)
+    retried = sum(record(t).retry_of is not None for t in study.trials)
     print(f"kills: {kills}")
     print(f"COUNTS kill_9_x5: requested={requested} finished={len(done)} retried={retried} "
           f"lost={sum(study.trials[n].state != TrialState.COMPLETE for n in completed_before)} "
@@ -300,7 +302,7 @@ def test_study_dir_of_an_incompatible_version_is_refused_in_one_line(tiny_yaml, 
     # config.json fine, but the study itself says another format
     (directory / "config.json").write_text(json.dumps(config))
     study = load(directory)
-    study.set_user_attr(A.FORMAT, 99)
+    StudyRecord.write_format(study, 99)
     assert cli.main(["search", "--config", str(tiny_yaml()), "--study-dir", str(directory)]) == 2
     assert "was created by an incompatible pdenas (study format 99, expected 1): use another --study-dir" in _error_line(capsys)
 
@@ -351,18 +353,64 @@ def test_nan_from_an_unstable_dt_fails_the_trial_with_the_reason(tiny_yaml, tmp_
     text = text.replace("iterations: {low: 1, high: 2}", "iterations: {low: 6, high: 6}")
     path.write_text(text.replace("dt: {low: 0.1, high: 0.3, log: true}", "dt: {low: 20.0, high: 20.0}"))
     events: list[tuple[str, dict]] = []
-    counts = run_worker(StudyLocation(tmp_path / "s"), SearchSpace.from_yaml(path), max_failures=2,
+    counts = run_worker(StudyLocation(tmp_path / "s"), SearchConfig.from_yaml(path), max_failures=2,
                         on_event=lambda kind, info: events.append((kind, info)))
     assert counts.completed == 1 and counts.failed == 2  # the original, then two unstable candidates
     study = load(tmp_path / "s")
-    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].user_attrs[A.REFERENCE]
+    assert study.trials[0].state == TrialState.COMPLETE and record(study.trials[0]).reference
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2
     for t in failed:
-        reason = t.user_attrs[A.FAILURE]
+        reason = record(t).failure
         assert "\n" not in reason
         assert reason.startswith(("TrainingDiverged: ", "GlobalLayerUnstableError: "))
         assert "not finite" in reason or "non-finite" in reason
     shown = [info["reason"] for kind, info in events if kind == "fail"]
-    assert shown == [t.user_attrs[A.FAILURE] for t in failed]
+    assert shown == [record(t).failure for t in failed]
     print(f"COUNTS unstable_dt: requested=2 finished={counts.completed} failed={counts.failed} retried=0 lost=0")
+
+
+# ------------------------------------------------------------------------------------ retries
+
+
+def _trial_with_a_constraint(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    study.enqueue_trial({"layer1.keep": 2})
+    trial = study.ask()
+    trial.suggest_int("layer1.keep", 1, 5)
+    trial.set_constraint("max_macs", 123.0)
+    return study.get_trials(deepcopy=False)[trial.number]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_retries_measure_their_own_constraints(tmp_path):
+    """Optuna stores a constraint per name (``constraints:max_macs``): a retry (of a stale trial, or of a
+    queued trial asked beyond the target) must not inherit the dead trial's value, or the retry's own
+    ``set_constraint`` would be ignored."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from pdenas.search._runner import _requeue_unneeded
+    from pdenas.search._storage import RetryStaleTrial
+
+    study = optuna.create_study(storage=open_storage(StudyLocation(tmp_path), create=True), directions=["maximize", "minimize"])
+    dead = _trial_with_a_constraint(study)
+    assert dead.constraints == {"max_macs": 123.0}
+    RetryStaleTrial(max_retry=3)(study, dead)
+    retry = study.trials[-1]
+    assert retry.state == TrialState.WAITING and record(retry).retry_of == dead.number
+    assert retry.params == dead.params and retry.constraints == {}
+
+    # a retry queued by Optuna's own callback carries the constraint; asked beyond the target, it goes back
+    # to the queue without it
+    study.tell(study.ask(), state=TrialState.PRUNED)  # the retry above, not needed here
+    RetryHeartbeatStaleTrialCallback()(study, _trial_with_a_constraint(study))
+    asked = study.ask()
+    assert study.trials[asked.number].constraints == {"max_macs": 123.0}
+    _requeue_unneeded(study, asked)
+    again = study.trials[-1]
+    assert again.state == TrialState.WAITING and again.params == {"layer1.keep": 2} and again.constraints == {}
+
+    trial = study.ask()  # runs the plan again: its own constraint counts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns when a constraint that is already set is ignored
+        trial.set_constraint("max_macs", -7.0)
+    assert study.trials[trial.number].constraints == {"max_macs": -7.0}

@@ -13,11 +13,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pdenas.search import SearchSpace, StudyLocation, open_storage, run_worker, search
-from pdenas.search import _attrs as A
-from pdenas.search._trial import plan_key
+from pdenas.search import SearchConfig, StudyLocation, StudyRecord, TrialRecord, open_storage, plan_key, run_worker, search
 
 from .conftest import pdenas_cmd, run_pdenas
+
+record = TrialRecord.from_trial
 
 
 def load(directory: Path) -> optuna.Study:
@@ -29,23 +29,26 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_search_records_everything_and_trial_zero_is_the_original(tiny_yaml, tmp_path):
-    space = SearchSpace.from_yaml(tiny_yaml(trials=3))
+    space = SearchConfig.from_yaml(tiny_yaml(trials=3))
     result = search(space, location=StudyLocation(tmp_path / "study"))
     assert result.completed == 3
     study = load(tmp_path / "study")
     trials = completed(study)
     assert len(trials) == 3
     ref = study.trials[0]
-    assert ref.user_attrs[A.REFERENCE] is True
-    assert all(v == "keep" or True for v in ref.user_attrs[A.PLAN]["stages"])
-    original = study.user_attrs[A.ORIGINAL]
-    assert ref.user_attrs[A.MACS] == original["macs"] and ref.user_attrs[A.PARAMS] == original["params"]
+    assert record(ref).reference is True
+    assert record(ref).plan_text == "layer1: untouched; layer2: untouched; layer3: untouched; layer4: untouched"
+    original = StudyRecord.from_study(study).original
+    assert original.trial_number == 0 and original.accuracy == record(ref).accuracy
+    assert record(ref).macs == original.macs and record(ref).params == original.params
     for t in trials:
-        for key in (A.PLAN, A.PLAN_TEXT, A.ACCURACY, A.MACS, A.CONV_MACS, A.PARAMS, A.TRAIN_TIME, A.EPOCHS, A.SEED):
-            assert key in t.user_attrs, (t.number, key)
-        assert 0 <= t.user_attrs[A.ACCURACY] <= 1
-        assert t.values == [t.user_attrs[A.ACCURACY], t.user_attrs[A.MACS]]
-    assert study.user_attrs[A.CONFIG]["model"] == "resnet_tiny"
+        for name in ("plan", "plan_text", "accuracy", "macs", "conv_macs", "params", "train_time", "epochs", "seed"):
+            assert getattr(record(t), name) is not None, (t.number, name)
+        assert 0 <= record(t).accuracy <= 1
+        assert t.values == [record(t).accuracy, record(t).macs]
+    assert StudyRecord.from_study(study).config["model"] == "resnet_tiny"
+    assert study.metric_names == ["accuracy", "macs"]  # Optuna's own tools name the objectives
+    assert {"values_accuracy", "values_macs"} <= set(study.trials_dataframe().columns)
     config = json.loads((tmp_path / "study" / "config.json").read_text())
     assert config["search"]["budget"]["subset"] == 240 and config["study_name"] == "pdenas"
 
@@ -57,28 +60,28 @@ def test_identical_plans_are_not_trained_twice(tiny_yaml, tmp_path):
         "keep: {low: 1, high: 2}", "keep: {low: 1, high: 1}"
     ).replace("stages: all", "stages: [layer1]")
     path.write_text(text + extra)
-    search(SearchSpace.from_yaml(path), location=StudyLocation(tmp_path / "s"))
+    search(SearchConfig.from_yaml(path), location=StudyLocation(tmp_path / "s"))
     trials = completed(load(tmp_path / "s"))
     assert len(trials) == 3
-    assert plan_key(trials[1].user_attrs[A.PLAN]) == plan_key(trials[2].user_attrs[A.PLAN])
-    assert trials[2].user_attrs[A.REUSED_FROM] == 1
-    assert trials[2].user_attrs[A.ACCURACY] == trials[1].user_attrs[A.ACCURACY]
+    assert plan_key(record(trials[1]).plan) == plan_key(record(trials[2]).plan)
+    assert record(trials[2]).reused_from == 1
+    assert record(trials[2]).accuracy == record(trials[1]).accuracy
 
 
 def test_constraint_violations_are_recorded_untrained(tiny_yaml, tmp_path):
     path = tiny_yaml(trials=4, extra="constraints:\n  max_macs: 0.55\n")
-    search(SearchSpace.from_yaml(path), location=StudyLocation(tmp_path / "s"))
+    search(SearchConfig.from_yaml(path), location=StudyLocation(tmp_path / "s"))
     study = load(tmp_path / "s")
     trials = completed(study)
     ref = trials[0]
     # the original breaks the limit but is trained anyway: it is the report's reference point
-    assert ref.user_attrs[A.FEASIBLE] is False and A.ACCURACY in ref.user_attrs
+    assert record(ref).feasible is False and record(ref).accuracy is not None
     assert ref.constraints["max_macs"] > 0
-    limit = 0.55 * study.user_attrs[A.ORIGINAL]["macs"]
+    limit = 0.55 * StudyRecord.from_study(study).original.macs
     for t in trials[1:]:
-        assert t.user_attrs[A.FEASIBLE] == (t.user_attrs[A.MACS] <= limit)
-        assert (A.ACCURACY in t.user_attrs) == t.user_attrs[A.FEASIBLE]
-    assert all(t.user_attrs[A.FEASIBLE] for t in study.best_trials)
+        assert record(t).feasible == (record(t).macs <= limit)
+        assert (record(t).accuracy is not None) == record(t).feasible
+    assert all(record(t).feasible for t in study.best_trials)
 
 
 def test_impossible_budget_is_refused_before_anything_starts(tiny_yaml, tmp_path):
@@ -93,11 +96,11 @@ def test_impossible_budget_is_refused_before_anything_starts(tiny_yaml, tmp_path
 def test_diverging_candidates_fail_with_the_reason_and_the_search_goes_on(tiny_yaml, tmp_path):
     path = tiny_yaml(trials=3)
     path.write_text(path.read_text().replace("lr: 0.05", "lr: 1.0e+8"))
-    counts = run_worker(StudyLocation(tmp_path / "s"), SearchSpace.from_yaml(path), max_failures=2)
+    counts = run_worker(StudyLocation(tmp_path / "s"), SearchConfig.from_yaml(path), max_failures=2)
     assert counts.failed == 2
     failed = load(tmp_path / "s").get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2
-    assert all("TrainingDiverged" in t.user_attrs[A.FAILURE] or "diverged" in t.user_attrs[A.FAILURE] for t in failed)
+    assert all("TrainingDiverged" in record(t).failure or "diverged" in record(t).failure for t in failed)
 
 
 def test_a_different_model_against_an_existing_study_is_refused(tiny_yaml, tmp_path):
@@ -131,7 +134,7 @@ def _wait_for_training(directory: Path, proc: subprocess.Popen, *, min_number: i
                 time.sleep(0.2)
                 continue
             for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if t.number >= min_number and A.PROGRESS in t.user_attrs:
+                if t.number >= min_number and record(t).progress is not None:
                     return t.number
         time.sleep(0.2)
     raise AssertionError("no trial started training in time")
@@ -145,7 +148,7 @@ def test_kill_9_in_the_middle_of_a_trial_then_resume(tiny_yaml, tmp_path):
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     try:
         victim = _wait_for_training(directory, proc, min_number=1)
-        done_before = {t.number: (t.values, t.user_attrs[A.PLAN]) for t in completed(load(directory))}
+        done_before = {t.number: (t.values, record(t).plan) for t in completed(load(directory))}
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -160,13 +163,13 @@ def test_kill_9_in_the_middle_of_a_trial_then_resume(tiny_yaml, tmp_path):
     trials = completed(study)
     assert len(trials) == 3
     killed = study.trials[victim]
-    assert killed.state == TrialState.FAIL and "died" in killed.user_attrs[A.FAILURE]
-    retries = [t for t in study.trials if t.user_attrs.get(A.RETRY_OF) == victim]
+    assert killed.state == TrialState.FAIL and "died" in record(killed).failure
+    retries = [t for t in study.trials if record(t).retry_of == victim]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == killed.params
     for number, (values, plan) in done_before.items():
         assert study.trials[number].state == TrialState.COMPLETE
-        assert study.trials[number].values == values and study.trials[number].user_attrs[A.PLAN] == plan
+        assert study.trials[number].values == values and record(study.trials[number]).plan == plan
 
 
 def test_ctrl_c_marks_the_trial_and_the_next_run_resumes(tiny_yaml, tmp_path):
@@ -182,11 +185,11 @@ def test_ctrl_c_marks_the_trial_and_the_next_run_resumes(tiny_yaml, tmp_path):
     assert "run the same command again to resume" in out
     study = load(directory)
     assert study.trials[victim].state == TrialState.FAIL
-    assert "interrupted" in study.trials[victim].user_attrs[A.FAILURE]
+    assert "interrupted" in record(study.trials[victim]).failure
     assert run_pdenas(*args, timeout=900).returncode == 0
     study = load(directory)
     assert len(completed(study)) == 2
-    assert any(t.user_attrs.get(A.RETRY_OF) == victim and t.state == TrialState.COMPLETE for t in study.trials)
+    assert any(record(t).retry_of == victim and t.state == TrialState.COMPLETE for t in study.trials)
 
 
 def test_two_workers_share_one_study(tiny_yaml, tmp_path):
@@ -199,10 +202,10 @@ def test_two_workers_share_one_study(tiny_yaml, tmp_path):
     trials = completed(study)
     assert len(trials) == 5
     # a trial asked for after the target was reached is pruned before any worker takes it
-    workers = {t.user_attrs[A.WORKER] for t in study.trials if A.WORKER in t.user_attrs}
+    workers = {record(t).worker for t in study.trials if record(t).worker is not None}
     assert len(workers) == 2
-    assert all(A.WORKER in t.user_attrs for t in trials)
-    trained = [plan_key(t.user_attrs[A.PLAN]) for t in trials if A.REUSED_FROM not in t.user_attrs]
+    assert all(record(t).worker is not None for t in trials)
+    trained = [plan_key(record(t).plan) for t in trials if record(t).reused_from is None]
     assert len(trained) == len(set(trained))
 
 
@@ -219,3 +222,24 @@ def test_a_second_search_on_a_running_study_dir_is_refused(tiny_yaml, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_study_on_a_server_gets_a_study_folder_from_the_search_package(tmp_path):
+    """``pdenas report --storage URL`` works from any machine: ``link_study_dir`` writes the folder's
+    config.json (the search's format, mode 600: the URL may hold a password) pointing at the study."""
+    from pdenas.search import StudyError, StudyRecord, link_study_dir, read_config
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    study = optuna.create_study(storage=url, study_name="shared", directions=["maximize", "minimize"])
+    config = SearchConfig(trials=4).to_dict()
+    StudyRecord.write(study, config=config, versions={}, original={})
+    location = link_study_dir(tmp_path / "here", url, "shared")
+    written = read_config(location.directory)
+    assert (written["storage"], written["study_name"], written["search"]) == (url, "shared", config)
+    assert oct((location.config_path).stat().st_mode & 0o777) == "0o600"
+    assert link_study_dir(tmp_path / "here", url, "shared") == location  # already pointing there
+    with pytest.raises(StudyError, match="already holds study 'shared'"):
+        link_study_dir(tmp_path / "here", url, "other")
+    with pytest.raises(StudyError, match="there is no study 'nope'"):
+        link_study_dir(tmp_path / "elsewhere", url, "nope")
+    assert not (tmp_path / "elsewhere").exists()

@@ -1,8 +1,11 @@
-"""The search space: what the sampler chooses for each stage, the training budget of each trial,
-the objectives, constraints and sampler, loaded from a YAML file (``search_spaces/*.yaml``).
+"""A search's configuration, the YAML file as a whole (:class:`SearchConfig`, ``search_spaces/*.yaml``):
+the model and data, its ``space:`` section (:class:`SearchSpace`, what the sampler chooses for each
+stage), its ``budget:`` section (:class:`pdenas.train.TrainRecipe`, how each candidate is trained), the
+objectives, constraints and sampler.
 
 Every key is documented in ``search_spaces/README.md``. A wrong file is refused with one line that
-names the key (and the closest valid key), the wrong type, or the empty range; nothing starts.
+names the key (and the closest valid key), the wrong type, the value out of range or the empty range;
+nothing starts.
 """
 
 from __future__ import annotations
@@ -18,22 +21,25 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from ..train import TrainRecipe
-from ._attrs import OBJECTIVE_DIRECTIONS
 
 __all__ = [
-    "SearchSpace",
-    "SearchSpaceError",
-    "IntRange",
-    "FloatRange",
-    "StageChoices",
-    "TrainBudget",
+    "OBJECTIVES",
     "Constraints",
+    "FloatRange",
+    "IntRange",
     "SamplerConfig",
+    "SearchConfig",
+    "SearchConfigError",
+    "SearchSpace",
 ]
 
+# the objectives a search may optimise, with their directions
+OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", "latency": "minimize"}
+MAX_SEED = 2**31  # seeds (of the search and the sampler) lie in [0, MAX_SEED): numpy's and torch's range, with room per worker
 
-class SearchSpaceError(ValueError):
-    """The search space file is wrong; the message names the key and how to fix it."""
+
+class SearchConfigError(ValueError):
+    """The search configuration is wrong; the message names the key and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,8 @@ class FloatRange:
 
 
 @dataclass(frozen=True)
-class StageChoices:
-    """What the sampler may choose for a stage (or once for all stages when ``shared``)."""
+class SearchSpace:
+    """The ``space:`` section: what the sampler may choose for a stage (or once for all stages when ``shared``)."""
 
     stages: Union[str, list[str]] = "all"  # "all" or stage names
     shared: bool = False
@@ -61,9 +67,6 @@ class StageChoices:
     dt: FloatRange = field(default_factory=lambda: FloatRange(0.05, 0.5, True))
     diffusion: list[str] = field(default_factory=lambda: ["learned"])
     residual: list[bool] = field(default_factory=lambda: [False])
-
-
-TrainBudget = TrainRecipe  # the ``budget:`` section (renamed; the old name stays importable)
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,8 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    """Everything one search needs besides where to store it."""
+class SearchConfig:
+    """The configuration file as a whole: everything one search needs besides where to store it."""
 
     model: str = "resnet_tiny"
     weights: str | None = None
@@ -94,7 +97,7 @@ class SearchSpace:
     seed: int = 0
     device: str = "auto"
     measure_latency: bool = False
-    space: StageChoices = field(default_factory=StageChoices)
+    space: SearchSpace = field(default_factory=SearchSpace)
     budget: TrainRecipe = field(default_factory=TrainRecipe)
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "macs"])
     constraints: Constraints = field(default_factory=Constraints)
@@ -105,40 +108,37 @@ class SearchSpace:
         _validate(self)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> "SearchSpace":
-        """Read a YAML search space; ``overrides`` (dotted keys allowed, e.g. ``budget.epochs``) win."""
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> "SearchConfig":
+        """Read a YAML search configuration; ``overrides`` (dotted keys allowed, e.g. ``budget.epochs``) win."""
         path = Path(path)
         if not path.is_file():
-            raise SearchSpaceError(f"search space file {path} does not exist: pass --config PATH to a YAML file")
+            raise SearchConfigError(f"search configuration file {path} does not exist: pass --config PATH to a YAML file")
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(err, "problem", None) or "invalid YAML"
-            raise SearchSpaceError(f"{path}: not valid YAML{where}: {problem}") from None
+            raise SearchConfigError(f"{path}: not valid YAML{where}: {problem}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise SearchSpaceError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+            raise SearchConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
         data = {**data, "source": str(path)}
         try:
             return cls.from_dict(_apply_overrides(data, overrides))
-        except SearchSpaceError as err:
-            raise SearchSpaceError(f"{path}: {err}") from None
+        except SearchConfigError as err:
+            raise SearchConfigError(f"{path}: {err}") from None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchSpace":
+    def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
         return _build(cls, data, prefix="")
 
-    def with_overrides(self, **overrides: Any) -> "SearchSpace":
-        return SearchSpace.from_dict(_apply_overrides(self.to_dict(), overrides))
+    def with_overrides(self, **overrides: Any) -> "SearchConfig":
+        return SearchConfig.from_dict(_apply_overrides(self.to_dict(), overrides))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that define a study: a study directory refuses a search that differs in these."""
@@ -149,7 +149,7 @@ class SearchSpace:
 
     @property
     def directions(self) -> list[str]:
-        return [OBJECTIVE_DIRECTIONS[name] for name in self.objectives]
+        return [OBJECTIVES[name] for name in self.objectives]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,24 +172,24 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[st
 def _build(cls: type, data: Any, *, prefix: str) -> Any:
     where = prefix.rstrip(".") or "the file"
     if not isinstance(data, dict):
-        raise SearchSpaceError(f"{where} must be a mapping of keys, got {_describe(data)}")
+        raise SearchConfigError(f"{where} must be a mapping of keys, got {_describe(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = get_type_hints(cls)
     for key in data:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; valid keys: {', '.join(fields)}"
-            raise SearchSpaceError(f"unknown key '{prefix}{key}'{hint}")
+            raise SearchConfigError(f"unknown key '{prefix}{key}'{hint}")
     values = {key: _convert(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
     try:
         return cls(**values)
-    except SearchSpaceError:
+    except SearchConfigError:
         raise
     except (TypeError, ValueError) as err:
         message = str(err)
         if message.startswith("'"):  # a setting named by its key: name it by its path in the file
-            raise SearchSpaceError(f"'{prefix}{message[1:]}") from None
-        raise SearchSpaceError(f"{where}: {message}") from None
+            raise SearchConfigError(f"'{prefix}{message[1:]}") from None
+        raise SearchConfigError(f"{where}: {message}") from None
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:
@@ -208,25 +208,25 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
                 continue
             try:
                 return _convert(arg, value, key)
-            except SearchSpaceError as err:
+            except SearchConfigError as err:
                 errors.append(err)
         expected = " or ".join(_type_name(a) for a in args)
-        raise SearchSpaceError(f"'{key}' must be {expected}, got {_describe(value)}")
+        raise SearchConfigError(f"'{key}' must be {expected}, got {_describe(value)}")
     if origin is list:
         (item,) = get_args(hint)
         items = value if isinstance(value, list) else [value]
         if not items:
-            raise SearchSpaceError(f"'{key}' is an empty list: give at least one choice")
+            raise SearchConfigError(f"'{key}' is an empty list: give at least one choice")
         return [_convert(item, v, f"{key}[{i}]") for i, v in enumerate(items)]
     if hint is bool:
         if not isinstance(value, bool):
-            raise SearchSpaceError(f"'{key}' must be true or false, got {_describe(value)}")
+            raise SearchConfigError(f"'{key}' must be true or false, got {_describe(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise SearchSpaceError(f"'{key}' must be an integer, got {_describe(value)}")
+            raise SearchConfigError(f"'{key}' must be an integer, got {_describe(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -235,11 +235,11 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
                     return float(value)  # YAML reads 5e-4 as a string
                 except ValueError:
                     pass
-            raise SearchSpaceError(f"'{key}' must be a number, got {_describe(value)}")
+            raise SearchConfigError(f"'{key}' must be a number, got {_describe(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise SearchSpaceError(f"'{key}' must be a string, got {_describe(value)}")
+            raise SearchConfigError(f"'{key}' must be a string, got {_describe(value)}")
         return value
     return value
 
@@ -251,50 +251,57 @@ def _range(hint: type, value: Any, key: str) -> Any:
         value = {"low": value[0], "high": value[1]}
     built = _build(hint, value, prefix=f"{key}.")
     if built.high is not None and built.high < built.low:
-        raise SearchSpaceError(f"'{key}' is an empty range: low={built.low} > high={built.high}")
+        raise SearchConfigError(f"'{key}' is an empty range: low={built.low} > high={built.high}")
     return built
 
 
-def _validate(space: SearchSpace) -> None:
-    choices = space.space
-    def fail(message: str) -> None:
-        raise SearchSpaceError(message)
+def _validate(config: SearchConfig) -> None:
+    space = config.space
 
-    if space.trials < 1:
-        fail(f"'trials' must be >= 1, got {space.trials}")
-    if space.device not in ("auto", "cpu", "cuda") and not space.device.startswith("cuda:"):
-        fail(f"'device' must be auto, cpu or cuda, got {space.device!r}")
-    if space.image_size is not None and space.image_size < 4:
-        fail(f"'image_size' must be >= 4, got {space.image_size}")
-    if isinstance(choices.stages, str) and choices.stages != "all":
-        fail(f"'space.stages' must be 'all' or a list of stage names, got {choices.stages!r}")
-    if choices.keep.low < 1:
-        fail(f"'space.keep.low' must be >= 1, got {choices.keep.low}")
-    if choices.iterations.low < 1:
-        fail(f"'space.iterations.low' must be >= 1, got {choices.iterations.low}")
-    if not choices.dt.low > 0 or not math.isfinite(choices.dt.high):
-        fail(f"'space.dt' must lie in (0, inf), got {choices.dt.low}..{choices.dt.high}")
-    for d in choices.diffusion:
+    def fail(message: str) -> None:
+        raise SearchConfigError(message)
+
+    if config.trials < 1:
+        fail(f"'trials' must be >= 1, got {config.trials}")
+    for key, seed in (("seed", config.seed), ("sampler.seed", config.sampler.seed)):
+        if seed is not None and not 0 <= seed < MAX_SEED:
+            fail(f"'{key}' must be a whole number in [0, {MAX_SEED}), got {seed}")
+    if config.num_classes is not None and config.num_classes < 1:
+        fail(f"'num_classes' must be >= 1 (or null: the dataset's), got {config.num_classes}")
+    if config.sampler.startup_trials < 0:
+        fail(f"'sampler.startup_trials' must be >= 0, got {config.sampler.startup_trials}")
+    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
+        fail(f"'device' must be auto, cpu or cuda, got {config.device!r}")
+    if config.image_size is not None and config.image_size < 4:
+        fail(f"'image_size' must be >= 4, got {config.image_size}")
+    if isinstance(space.stages, str) and space.stages != "all":
+        fail(f"'space.stages' must be 'all' or a list of stage names, got {space.stages!r}")
+    if space.keep.low < 1:
+        fail(f"'space.keep.low' must be >= 1, got {space.keep.low}")
+    if space.iterations.low < 1:
+        fail(f"'space.iterations.low' must be >= 1, got {space.iterations.low}")
+    if not space.dt.low > 0 or not math.isfinite(space.dt.high):
+        fail(f"'space.dt' must lie in (0, inf), got {space.dt.low}..{space.dt.high}")
+    for d in space.diffusion:
         if d not in ("learned", "constant"):
             fail(f"'space.diffusion' choices must be learned or constant, got {d!r}")
-    budget = space.budget
-    if budget.distillation > 0 and space.weights is None:
+    if config.budget.distillation > 0 and config.weights is None:
         fail("'budget.distillation' > 0 needs the original model's weights: pass --weights PATH or set distillation: 0")
-    if not space.objectives:
+    if not config.objectives:
         fail("'objectives' is empty: give at least one of accuracy, macs, params, latency")
-    for name in space.objectives:
-        if name not in OBJECTIVE_DIRECTIONS:
-            close = difflib.get_close_matches(name, list(OBJECTIVE_DIRECTIONS), n=1)
+    for name in config.objectives:
+        if name not in OBJECTIVES:
+            close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            fail(f"unknown objective '{name}'{hint}; choose from {', '.join(OBJECTIVE_DIRECTIONS)}")
-    if len(set(space.objectives)) != len(space.objectives):
-        fail(f"'objectives' lists an objective twice: {space.objectives}")
+            fail(f"unknown objective '{name}'{hint}; choose from {', '.join(OBJECTIVES)}")
+    if len(set(config.objectives)) != len(config.objectives):
+        fail(f"'objectives' lists an objective twice: {config.objectives}")
     for key in ("max_macs", "max_params"):
-        value = getattr(space.constraints, key)
+        value = getattr(config.constraints, key)
         if value is not None and not value > 0:
             fail(f"'constraints.{key}' must be > 0 (absolute, or a fraction in (0, 1] of the original), got {value}")
-    if space.sampler.name not in ("tpe", "nsga2", "random"):
-        fail(f"'sampler.name' must be tpe, nsga2 or random, got {space.sampler.name!r}")
+    if config.sampler.name not in ("tpe", "nsga2", "random"):
+        fail(f"'sampler.name' must be tpe, nsga2 or random, got {config.sampler.name!r}")
 
 
 def _type_name(hint: Any) -> str:

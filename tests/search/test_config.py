@@ -1,10 +1,11 @@
-"""Search spaces: every shipped file loads; a wrong file gets one clear line."""
+"""Search configurations: every shipped file loads; a wrong file gets one clear line."""
 
 from pathlib import Path
 
 import pytest
 
-from pdenas.search import SearchSpace, SearchSpaceError, default_space_path
+from pdenas.search import SearchConfig, SearchConfigError, SearchSpace, default_space_path
+from pdenas.train import TrainRecipe
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "search_spaces").glob("*.yaml"))
@@ -16,14 +17,22 @@ def test_default_space_is_the_shipped_default():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
 def test_shipped_spaces_load(path):
-    space = SearchSpace.from_yaml(path)
+    space = SearchConfig.from_yaml(path)
     assert space.objectives[0] == "accuracy"
     assert space.directions[0] == "maximize"
 
 
+def test_the_file_its_space_and_its_budget_are_three_types():
+    config = SearchConfig.from_yaml(default_space_path())
+    assert type(config.space) is SearchSpace and type(config.budget) is TrainRecipe
+    import pdenas.search
+
+    assert not hasattr(pdenas.search, "TrainBudget") and not hasattr(pdenas.search, "StageChoices")
+
+
 def test_every_key_is_documented():
     readme = (ROOT / "search_spaces" / "README.md").read_text()
-    space = SearchSpace()
+    space = SearchConfig()
     keys = [k for k in space.to_dict() if k != "source"]
     for section in ("space", "budget", "constraints", "sampler"):
         keys += list(getattr(space, section).__dict__)
@@ -52,13 +61,23 @@ def write(tmp_path: Path, text: str) -> Path:
         ("sampler:\n  name: cmaes\n", "'sampler.name' must be tpe, nsga2 or random"),
         ("budget:\n  distillation: 0.5\n", "needs the original model's weights"),
         ("constraints:\n  max_macs: -3\n", "'constraints.max_macs' must be > 0"),
+        ("seed: -1\n", "'seed' must be a whole number in [0, 2147483648), got -1"),
+        ("seed: 2147483648\n", "'seed' must be a whole number in [0, 2147483648)"),
+        ("num_classes: 0\n", "'num_classes' must be >= 1 (or null: the dataset's), got 0"),
+        ("sampler:\n  seed: -3\n", "'sampler.seed' must be a whole number in [0, 2147483648), got -3"),
+        ("sampler:\n  startup_trials: -1\n", "'sampler.startup_trials' must be >= 0, got -1"),
+        ("trials: 0\n", "'trials' must be >= 1, got 0"),
+        ("image_size: 2\n", "'image_size' must be >= 4, got 2"),
+        ("budget:\n  epochs: 0\n", "'budget.epochs' must be an integer >= 1, got 0"),
+        ("budget:\n  subset: 0\n", "'budget.subset' must be an integer >= 1 or null, got 0"),
+        ("budget:\n  val_fraction: 1.5\n", "'budget.val_fraction' must lie in (0, 1), got 1.5"),
         ("model: [a, b\n", "not valid YAML at line"),
         ("- just\n- a list\n", "the top level must be a mapping"),
     ],
 )
 def test_wrong_file_gets_one_clear_line(tmp_path, text, message):
-    with pytest.raises(SearchSpaceError) as info:
-        SearchSpace.from_yaml(write(tmp_path, text))
+    with pytest.raises(SearchConfigError) as info:
+        SearchConfig.from_yaml(write(tmp_path, text))
     text_out = str(info.value)
     assert message in text_out
     assert "\n" not in text_out
@@ -66,19 +85,19 @@ def test_wrong_file_gets_one_clear_line(tmp_path, text, message):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(SearchSpaceError, match="does not exist"):
-        SearchSpace.from_yaml(tmp_path / "nope.yaml")
+    with pytest.raises(SearchConfigError, match="does not exist"):
+        SearchConfig.from_yaml(tmp_path / "nope.yaml")
 
 
 def test_overrides_win_and_dotted_keys(tmp_path):
     path = write(tmp_path, "trials: 5\nbudget:\n  epochs: 2\n")
-    space = SearchSpace.from_yaml(path, trials=9, **{"budget.epochs": 4, "constraints.max_macs": 0.5, "model": None})
+    space = SearchConfig.from_yaml(path, trials=9, **{"budget.epochs": 4, "constraints.max_macs": 0.5, "model": None})
     assert (space.trials, space.budget.epochs, space.constraints.max_macs, space.model) == (9, 4, 0.5, "resnet_tiny")
 
 
 def test_round_trip_and_fingerprint_ignores_trials():
-    space = SearchSpace.from_yaml(default_space_path())
-    again = SearchSpace.from_dict(space.to_dict())
+    space = SearchConfig.from_yaml(default_space_path())
+    again = SearchConfig.from_dict(space.to_dict())
     assert again == space
     assert space.with_overrides(trials=99).fingerprint() == space.fingerprint()
     assert space.with_overrides(model="resnet20").fingerprint() != space.fingerprint()

@@ -1,4 +1,5 @@
-"""Numbers as a person reads them: accuracy in percent, MACs as "15.2M", ratios as "4.58x"."""
+"""Numbers as a person reads them, the same in the terminal, the report and the export: accuracy in percent,
+MACs as "15.2M", ratios as "4.58x", durations and latencies with their units."""
 
 from __future__ import annotations
 
@@ -21,19 +22,19 @@ def points(delta: float | None) -> str:
     return f"{100.0 * delta:+.2f} pp".replace("-", "−")
 
 
-def count(value: float | None) -> str:
-    """15_234_000 -> "15.2M"; three significant digits with a K/M/G/T suffix."""
+def count(value: float | None, *, digits: int = 3) -> str:
+    """15_234_000 -> "15.2M" (``digits=4``: "15.23M"); significant digits with a K/M/G/T suffix."""
     if value is None or math.isnan(value):
         return _DASH
     magnitude = abs(value)
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if magnitude >= scale * 0.9995:
-            return f"{_three_digits(value / scale)}{suffix}"
-    return _three_digits(value)
+        if magnitude >= scale * (1 - 0.5 * 10 ** -digits):
+            return f"{_significant(value / scale, digits)}{suffix}"
+    return _significant(value, digits)
 
 
-def _three_digits(value: float) -> str:
-    text = f"{value:.3g}"
+def _significant(value: float, digits: int) -> str:
+    text = f"{value:.{digits}g}"
     if "e" in text:  # 999.5 rounds to 1e+03 under .3g: one more digit instead
         text = f"{value:.0f}"
     return text

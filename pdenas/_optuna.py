@@ -1,0 +1,142 @@
+"""Every use of Optuna's private API in pdenas, in one place; ``tests/test_optuna_private.py`` fails when
+an Optuna release changes any of them.
+
+Public Optuna has no equivalent for these: a study's storage and ids (pdenas runs its own ask/tell loop
+with heartbeats, and writes to trials it does not run), the heartbeat machinery of a storage, the
+system attributes that hold constraints and retry histories, Optuna's non-dominated sort, and the
+hypervolume history behind ``plot_hypervolume_history``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.study._multi_objective import _is_pareto_front
+from optuna.trial import FrozenTrial
+from optuna.visualization._hypervolume_history import _get_hypervolume_history_info
+
+__all__ = [
+    "RDB_PRIVATE_METHODS",
+    "BaseHeartbeat",
+    "backend_of",
+    "frozen_trial",
+    "hypervolume_history_info",
+    "is_enqueued",
+    "is_heartbeat_enabled",
+    "pareto_flags",
+    "retried_trial",
+    "retries_so_far",
+    "retry_system_attrs",
+    "running_trials_without_heartbeat",
+    "stale_trial_ids",
+    "storage_of",
+    "study_id",
+    "trial_id",
+    "without_constraints",
+]
+
+# RDBStorage methods that talk to the database and are private (pdenas retries them after a dropped connection)
+RDB_PRIVATE_METHODS = ("_get_trials", "_get_stale_trial_ids")
+
+_CONSTRAINTS = "constraints"  # system attribute: a list (before Optuna 4.5), then one "constraints:<name>" per constraint
+_FAILED_TRIAL = "failed_trial"  # system attributes of RetryHeartbeatStaleTrialCallback's retries
+_RETRY_HISTORY = "retry_history"
+_FIXED_PARAMS = "fixed_params"  # system attribute of a trial queued with enqueue_trial
+
+
+# ------------------------------------------------------------------------- studies and trials
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage a study object reads and writes through (a cache around an RDB storage)."""
+    return study._storage
+
+
+def backend_of(storage: BaseStorage) -> BaseStorage:
+    """The storage behind Optuna's cache (the ``RDBStorage`` itself), or ``storage``."""
+    return getattr(storage, "_backend", storage)
+
+
+def study_id(study: optuna.Study) -> int:
+    return study._study_id
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial (what storage calls take; not its number)."""
+    return trial._trial_id
+
+
+def frozen_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:
+    """The trial as the storage holds it now."""
+    return storage_of(study).get_trial(trial_id(trial))
+
+
+# ---------------------------------------------------------------------------------- heartbeats
+
+
+def stale_trial_ids(storage: BaseStorage, study: int) -> list[int]:
+    """Ids of the RUNNING trials of study id ``study`` whose heartbeat is older than the grace period."""
+    assert isinstance(storage, BaseHeartbeat)
+    return storage._get_stale_trial_ids(study)
+
+
+def running_trials_without_heartbeat(engine: Any, study: int) -> set[int]:
+    """Ids of the RUNNING trials of study id ``study`` in an RDB storage that never sent a heartbeat
+    (Optuna's own check skips them); a query on Optuna's tables."""
+    import sqlalchemy
+
+    query = sqlalchemy.text(
+        "SELECT t.trial_id FROM trials t LEFT JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+        "WHERE t.study_id = :s AND t.state = 'RUNNING' AND h.trial_id IS NULL"
+    )
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(query, {"s": study})}
+
+
+# ------------------------------------------------------------------------ system attributes
+
+
+def without_constraints(system_attrs: dict[str, Any]) -> dict[str, Any]:
+    """``system_attrs`` without the constraint values (in the old list form or the per-name form)."""
+    return {k: v for k, v in system_attrs.items() if k != _CONSTRAINTS and not k.startswith(f"{_CONSTRAINTS}:")}
+
+
+def retries_so_far(trial: FrozenTrial) -> int:
+    """How many times in a row the trial's plan has been retried before it."""
+    return len(trial.system_attrs.get(_RETRY_HISTORY, []))
+
+
+def retried_trial(trial: FrozenTrial) -> int | None:
+    """The number of the trial that ``trial`` retries (queued by a heartbeat retry), else None."""
+    history = trial.system_attrs.get(_RETRY_HISTORY) or []
+    return history[-1] if history else trial.system_attrs.get(_FAILED_TRIAL)
+
+
+def retry_system_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """The system attributes of a trial that retries ``trial``, as Optuna's retry callback writes them,
+    without the dead trial's constraint values (the retry measures its own)."""
+    history = [*trial.system_attrs.get(_RETRY_HISTORY, []), trial.number]
+    return {**without_constraints(trial.system_attrs), _FAILED_TRIAL: history[0], _RETRY_HISTORY: history}
+
+
+def is_enqueued(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` was queued with fixed parameters (``enqueue_trial``)."""
+    return _FIXED_PARAMS in trial.system_attrs
+
+
+# ---------------------------------------------------------------------------- multi-objective
+
+
+def pareto_flags(loss: np.ndarray) -> list[bool]:
+    """For each row of ``loss`` (points, every column minimised), whether no other row dominates it."""
+    return [bool(flag) for flag in _is_pareto_front(np.asarray(loss, dtype=float), assume_unique_lexsorted=False)]
+
+
+def hypervolume_history_info(study: optuna.Study, reference_point: np.ndarray) -> Any:
+    """Optuna's hypervolume after each completed trial (``.trial_numbers``, ``.values``), as
+    ``optuna.visualization.plot_hypervolume_history`` draws it (feasible trials only)."""
+    return _get_hypervolume_history_info(study, reference_point)

@@ -10,6 +10,7 @@ import torch
 from pdenas.nn import GatedGlobalLayer, GlobalLayer, GlobalLayerConfig, create_global_layer, list_global_layers
 from pdenas.surgery import CompressionPlan, StagePlan, compress, find_stages, load_compressed, save_compressed
 from pdenas.zoo import create_model, list_models
+
 from .surgery_helpers import EXPECTED_STAGES
 
 ZOO_WITH_STAGES = [name for name in list_models() if name in EXPECTED_STAGES]

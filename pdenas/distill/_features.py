@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -335,7 +336,8 @@ def _record_split(
                     name = f"{i:02d}.{split}.{kind}.npy"
                     entry["files"].setdefault(split, {})[kind] = name
                     entry[f"{kind}put_shape"] = list(half.shape[1:])
-                    arrays[i, kind] = np.lib.format.open_memmap(folder / name, mode="w+", dtype=np.float16, shape=(n, *half.shape[1:]))
+                    arrays[i, kind] = np.lib.format.open_memmap(  # a new file: readers of the old one keep theirs
+                        folder / f".{name}.tmp", mode="w+", dtype=np.float16, shape=(n, *half.shape[1:]))
                 arrays[i, kind][start : start + half.shape[0]] = half.numpy()
             if split == "train":
                 out = recorder.outputs[i].to(device="cpu", dtype=torch.float16).double()  # as stored
@@ -343,8 +345,10 @@ def _record_split(
                 sums[i] = s if start == 0 else sums[i] + s
                 squares[i] = q if start == 0 else squares[i] + q
         start += xb.shape[0]
-    for array in arrays.values():
+    for (i, kind), array in arrays.items():
         array.flush()
+        name = entries[i]["files"][split][kind]
+        os.replace(folder / f".{name}.tmp", folder / name)
     if split == "train":
         for i, entry in enumerate(entries):
             count = n * entry["output_shape"][1] * entry["output_shape"][2]  # values per channel

@@ -43,7 +43,7 @@ class StageRecipe:
     epochs: int = 2
     batch_size: int = 64
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 2e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     momentum: float = 0.9
     schedule: Literal["cosine", "constant"] = "cosine"

@@ -38,10 +38,10 @@ from typing import Any
 import torch
 
 import pdenas
-from pdenas.distill import StageModule, StageRecipe, VariantStore, make_variant, stage_features
+from pdenas.distill import StageModule, StageRecipe, VariantStore, assemble, make_variant, stage_features
 from pdenas.nn import GlobalLayerConfig
 from pdenas.surgery import CompressionPlan, compress
-from pdenas.train import TrainRecipe, evaluate, train_model
+from pdenas.train import TrainRecipe, evaluate, recalibrate_batchnorm, resolve_device, train_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_data import ARCHIVE, MODELS, ROOT, search_data, split_archive  # noqa: E402
@@ -54,6 +54,7 @@ ORIGINAL = MODELS / f"{MODEL}-cifar10.pt"
 class Budget:
     images: int  # training feature maps per stage
     val_images: int  # held-out feature maps the losses are measured on
+    scored_images: int | None  # validation images the whole candidates are scored on (None: all)
     recipe: StageRecipe
     keeps: tuple[int, ...] | None  # None: 1..m-1
     sweep_forms: tuple[str, ...]  # forms whose K and dt are swept after the first kept block
@@ -61,8 +62,8 @@ class Budget:
     sweep_dt: tuple[float, ...]  # dt at K = 1
 
 
-FULL = Budget(10_000, 1_000, StageRecipe(epochs=2, batch_size=64, lr=1e-2), None, ("residual", "identity"), (1, 2, 3), (0.1, 0.2, 0.4))
-QUICK = Budget(1_000, 250, StageRecipe(epochs=2, batch_size=32, lr=2e-2), (1,), ("paper", "identity"), (1, 3), (0.2,))
+FULL = Budget(10_000, 1_000, None, StageRecipe(epochs=2, batch_size=64, lr=1e-2), None, ("residual", "identity"), (1, 2, 3), (0.1, 0.2, 0.4))
+QUICK = Budget(1_000, 250, 1_500, StageRecipe(epochs=2, batch_size=32, lr=2e-2), (1,), ("paper", "identity"), (1, 3), (0.2,))
 
 FORMS = {  # name -> Global layer settings at K = 1, dt = 0.2 (None: blocks only)
     "blocks": None,
@@ -158,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args.search_dir, _ = split_archive(args.archive, args.work.resolve())
     data = search_data(args.search_dir)
+    scored = data  # what the original and the whole candidates are scored on: (a seeded part of) the validation split
+    if budget.scored_images is not None and budget.scored_images < len(data.val_y):
+        pick = torch.randperm(len(data.val_y), generator=torch.Generator().manual_seed(0))[: budget.scored_images]
+        scored = dataclasses.replace(data, val_x=data.val_x[pick], val_y=data.val_y[pick])
     original, source = load_original(args, data, work)
-    source += f", {evaluate(original, data, device=args.device):.2%} on the search split's {len(data.val_y):,} validation images"
+    source += f", {evaluate(original, scored, device=args.device):.2%} on {len(scored.val_y):,} validation images of the search split"
     print(f"original: {source}", flush=True)
 
     t = time.perf_counter()
@@ -186,14 +191,56 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             status = "reused" if result.reused else f"{result.train_time:.0f} s"
             print(f"{variant.describe():<58} loss {result.initial_loss:.3f} -> {result.loss:.3f}  ({status})", flush=True)
+    candidates = candidate_rows(original, scored, features, store, budget, args)
     elapsed = time.perf_counter() - started
     report = markdown(rows, source=source, budget=budget, features=features, elapsed=elapsed, quick=args.quick)
+    report += "\n" + "\n".join(candidate_table(candidates)) + "\n"
     print("\n" + report)
     work.mkdir(parents=True, exist_ok=True)
     (work / "stage_study.md").write_text(report)
-    (work / "stage_study.json").write_text(json.dumps({"source": source, "rows": rows, "seconds": elapsed}, indent=1))
+    (work / "stage_study.json").write_text(
+        json.dumps({"source": source, "rows": rows, "candidates": candidates, "seconds": elapsed}, indent=1))
     print(f"written {work / 'stage_study.md'} and stage_study.json")
     return 0
+
+
+def candidate_rows(original: torch.nn.Module, data: Any, features: Any, store: VariantStore, budget: Budget,
+                   args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Whole candidates (the same plan in every stage) scored on the validation images before any
+    fine-tuning: compressed as is, and assembled from the distilled stages; BatchNorms recalibrated
+    in both, so the difference is the stage-wise step alone."""
+    stages = [s for s in features.stages if not args.stages or s.name in args.stages]
+    plans = [(f"keep 1 + {form}" if settings is not None else "keep 1, blocks only", 1,
+              None if settings is None else GlobalLayerConfig(iterations=1, dt=0.2, **settings))
+             for form, settings in FORMS.items()]
+    plans.append(("keep 2, blocks only", 2, None))
+    device = resolve_device(args.device)
+    rows = []
+    for name, keep, config in plans:
+        plan = CompressionPlan({s.name: pdenas.StagePlan(keep=keep, global_layer=config) for s in stages})
+        torch.manual_seed(0)
+        plain = compress(original, plan, torch.zeros(1, *features.input_size))
+        stepped, _ = assemble(original, plan, features=features, store=store, recipe=budget.recipe, device=device)
+        scores = []
+        for model in (plain, stepped):
+            recalibrate_batchnorm(model.to(device), data, batch_size=256, device=device)
+            scores.append(evaluate(model, data, device=device))
+        macs = pdenas.profile(plain.cpu(), features.input_size, device="cpu").macs
+        rows.append({"plan": name, "macs": macs, "accuracy": scores[0], "accuracy_stagewise": scores[1]})
+        print(f"{name:<24} {macs / 1e6:6.1f} MMACs: {scores[0]:.2%} -> {scores[1]:.2%} after the stage-wise step", flush=True)
+    return rows
+
+
+def candidate_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "Whole candidates (the plan in every stage), validation accuracy before any fine-tuning (BatchNorms recalibrated):",
+        "",
+        "| plan | MMACs | compressed as is | after the stage-wise step |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['plan']} | {row['macs'] / 1e6:.1f} | {row['accuracy']:.2%} | {row['accuracy_stagewise']:.2%} |")
+    return lines
 
 
 def markdown(rows: list[dict[str, Any]], *, source: str, budget: Budget, features: Any, elapsed: float, quick: bool) -> str:

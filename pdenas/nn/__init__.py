@@ -3,10 +3,12 @@
 from . import functional
 from ._compile import get_compile, set_compile
 from ._config import GlobalLayerConfig, GlobalLayerConfigError
+from ._gated import GatedGlobalLayer, with_init
 from ._global_layer import GlobalLayer, GlobalLayerUnstableError
 from ._registry import create_global_layer, list_global_layers, register_global_layer
 
 __all__ = [
+    "GatedGlobalLayer",
     "GlobalLayer",
     "GlobalLayerConfig",
     "GlobalLayerConfigError",
@@ -17,4 +19,5 @@ __all__ = [
     "list_global_layers",
     "register_global_layer",
     "set_compile",
+    "with_init",
 ]

@@ -11,7 +11,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["GlobalLayerConfig", "GlobalLayerConfigError"]
+__all__ = ["GlobalLayerConfig", "GlobalLayerConfigError", "INITS"]
+
+INITS = ("random", "identity")
 
 
 class GlobalLayerConfigError(ValueError):
@@ -31,10 +33,17 @@ class GlobalLayerConfig:
         cdx, cdy: the constant diffusion coefficients used when ``diffusion="constant"``.
         advection: when False the velocity fields u, v are zero (pure diffusion).
         forcing: when False the source term ``D * 2 * dt * f`` is dropped.
-        residual: add the layer's input to its output.
+        residual: add the layer's input to its output (the paper's layer with a skip: y = f + G(f)).
         coef_norm_eps: ``eps`` of the BatchNorms of the coefficient branches. ``"channels"``
             uses the channel count, as the paper's public code does (``BatchNorm2d(C, C)``),
             which keeps the coefficients small and the explicit scheme stable; a float overrides it.
+        init: how the layer starts when inserted into a trained network. ``"random"``: the paper's
+            layer, y = G(f) = ReLU(BN(H_K)) from its random initialisation (bit-identical to the layer
+            without this setting). ``"identity"``: function-preserving insertion (Net2Net; ReZero,
+            Bachlechner et al. 2020): y = f + a * G(f) with one learned scalar a = 0 at the start
+            (:class:`pdenas.nn.GatedGlobalLayer`), so the network computes what it computed without the
+            layer, and dL/da = <dL/dy, G(f)> lets a grow. It is a residual form of its own, so it
+            requires ``residual=False``.
     """
 
     iterations: int = 1
@@ -48,6 +57,7 @@ class GlobalLayerConfig:
     forcing: bool = True
     residual: bool = False
     coef_norm_eps: Literal["channels"] | float = "channels"
+    init: Literal["random", "identity"] = "random"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -77,6 +87,13 @@ class GlobalLayerConfig:
         if eps != "channels" and (not _is_real(eps) or not eps > 0):
             raise GlobalLayerConfigError(
                 f"coef_norm_eps must be 'channels' or a number > 0, got {eps!r}"
+            )
+        if self.init not in INITS:
+            raise GlobalLayerConfigError(f"init must be 'random' or 'identity', got {self.init!r}")
+        if self.init == "identity" and self.residual:
+            raise GlobalLayerConfigError(
+                "init='identity' already adds the layer's input (y = f + a * G(f), a = 0 at the start): "
+                "set residual to false with it"
             )
 
     def norm_eps(self, channels: int) -> float:

@@ -12,6 +12,7 @@ from typing import Callable
 from torch import nn
 
 from ._config import GlobalLayerConfig
+from ._gated import with_init
 from ._global_layer import GlobalLayer
 
 __all__ = ["register_global_layer", "create_global_layer", "list_global_layers"]
@@ -43,12 +44,13 @@ def create_global_layer(
     config: GlobalLayerConfig | None = None,
     init_block: nn.Module | None = None,
 ) -> nn.Module:
-    """Build the variant ``name`` at ``channels`` channels."""
+    """Build the variant ``name`` at ``channels`` channels (gated as :class:`GatedGlobalLayer` when
+    ``config.init == "identity"``)."""
     try:
         factory = _VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown Global layer variant {name!r}; known: {list_global_layers()}") from None
-    return factory(channels, config=config or GlobalLayerConfig(), init_block=init_block)
+    return with_init(factory(channels, config=config or GlobalLayerConfig(), init_block=init_block))
 
 
 @register_global_layer("advection-diffusion")

@@ -5,6 +5,10 @@ The surgery works on a deep copy and keeps module paths stable: every dropped ch
 ``nn.Identity`` in its slot (the stage's blocks after the first keep the shape, so an identity is
 shape-safe) and the Global layer takes the slot of the first dropped block's first child. Kept
 blocks and every layer outside the stages therefore keep their state-dict keys and their weights.
+
+With ``init="identity"`` the Global layer is a :class:`pdenas.nn.GatedGlobalLayer` (y = f + a * G(f),
+a = 0): its slot holds ``gate`` and ``layer.*`` (the Global layer's own keys), and the candidate computes
+exactly what the same plan without the Global layer computes until ``a`` moves.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..nn import GlobalLayer
+from ..nn import GlobalLayer, with_init
 from ._plan import CompressionPlan, StagePlan
 from ._stages import Stage, find_stages_traced
 from .._util import preserved_modes
@@ -63,7 +67,7 @@ def _compress_stage(model: nn.Module, stage: Stage, plan: StagePlan) -> None:
             _set_module(model, path, nn.Identity())  # (B, C, H, W) -> same
     if plan.global_layer is None:
         return
-    layer = GlobalLayer(stage.channels, plan.global_layer, name=stage.name)
+    layer = with_init(GlobalLayer(stage.channels, plan.global_layer, name=stage.name))
     device, dtype = _placement(model)
     layer.to(device=device, dtype=dtype)
     layer.train(model.training)

@@ -223,7 +223,7 @@ def _describe_global(config: GlobalLayerConfig) -> str:
     defaults = GlobalLayerConfig()
     extras = [
         f"{name}={getattr(config, name)}"
-        for name in ("diffusion", "advection", "forcing", "residual", "dx", "dy")
+        for name in ("diffusion", "advection", "forcing", "residual", "init", "dx", "dy")
         if getattr(config, name) != getattr(defaults, name)
     ]
     return text + (f" ({', '.join(extras)})" if extras else "")

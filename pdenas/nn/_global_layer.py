@@ -11,20 +11,25 @@ and returns ``ReLU(BN(H_K))`` (plus f when residual). The coefficient BatchNorms
 ``eps = channels`` by default, as the paper's public code does (``BatchNorm2d(C, C)``): the large
 eps keeps the coefficients small and the explicit scheme stable.
 
-Execution (same numbers on every path, to float32 rounding):
+Execution (same numbers on every path, to float32 rounding; :meth:`GlobalLayer._form` chooses):
 
-* eager (the default): the depthwise convolutions and the solver run on a channels-last copy of
-  the feature map (oneDNN's depthwise kernels are about 2.4x faster there, and the scheme's shifted
-  views along W stay contiguous), the output and its gradient are returned in the input's memory
-  format (:mod:`pdenas.nn._layout`); in eval mode each coefficient BN is folded into its
-  convolution (:mod:`pdenas.nn._bn_fold`); the solver is the fused one with the adjoint backward
-  (:mod:`pdenas.nn._fast_pde`);
-* compiled (opt-in, ``pdenas.nn.set_compile``, :mod:`pdenas.nn._compile`): in eval mode this whole
-  forward under ``torch.compile``; in training the eager forward with the solver's forward and
-  backward compiled;
-* traced (``torch.jit``, used by :mod:`pdenas.cost` and TorchScript/ONNX export, or
-  ``torch.export``): the modules and plain tensor operations exactly as written in the paper's code,
-  so every elementwise MAC of the solver is counted and exporters see standard ops.
+* ``"fused"``, eager (the default): the depthwise convolutions and the solver run on a channels-last
+  copy of the feature map (oneDNN's depthwise kernels are about 2.4x faster there, and the scheme's
+  shifted views along W stay contiguous), the output and its gradient are returned in the input's
+  memory format (:mod:`pdenas.nn._layout`); in eval mode without autograd each coefficient BN is
+  folded into its convolution and the output BN into one multiply-add, with the folded constants
+  cached on the layer (:mod:`pdenas.nn._bn_fold`); the solver is the fused one with the adjoint
+  backward (:mod:`pdenas.nn._fast_pde`). A TorchScript trace in eval mode records this form;
+* ``"compiled"`` (opt-in, ``pdenas.nn.set_compile``, :mod:`pdenas.nn._compile`): in eval mode this
+  whole forward under ``torch.compile``; in training the eager forward with the solver's forward
+  and backward compiled;
+* ``"conv"``: ONNX export in eval mode records the short inference form of :mod:`pdenas.nn._inference`
+  (periodic stencils as depthwise convolutions);
+* ``"plain"``: the modules and plain tensor operations exactly as written in the paper's code, so
+  every elementwise MAC of the solver is counted (:mod:`pdenas.cost`) and ``torch.export`` /
+  AOTInductor sees standard ops it can fuse; also any traced or exported training-mode layer.
+
+:func:`pdenas.nn.traced_form` overrides the form recorded by a trace or an ONNX export (:mod:`pdenas.nn._forms`).
 """
 
 from __future__ import annotations
@@ -34,9 +39,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as PF
-from ._bn_fold import fold_conv_bn
+from ._bn_fold import bn_affine, fold_conv_bn, frozen
 from ._compile import CompiledOrEager, compile_enabled
 from ._config import GlobalLayerConfig
+from ._forms import requested_form
+from ._inference import can_fold, inference_form
 from ._layout import relayout
 
 __all__ = ["GlobalLayer", "GlobalLayerUnstableError"]
@@ -91,20 +98,42 @@ class GlobalLayer(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, f: Tensor) -> Tensor:  # f: (B, C, H, W)
-        if PF.is_tracing():
-            return self._forward_traced(f)
+        form = self._form(f)
+        if form == "plain":
+            return self._forward_plain(f)
+        if form == "conv":
+            return inference_form(self, (int(f.shape[-2]), int(f.shape[-1])))(f)
         check = self.training
-        if not self.training and compile_enabled(f.device):
+        if form == "compiled":
             # inference: the whole layer in one compiled graph (convs with folded BNs, fused solver, BN, ReLU)
             out, finite = _compiled_forward(self, f, check)
         else:
-            # training: eager convs and BNs; the solver's forward and backward run compiled when enabled
+            # eager convs and BNs; in training the solver's forward and backward run compiled when enabled
             out, finite = _forward_fused(self, f, check)
         if finite is not None and not bool(finite):
             self._raise_unstable()
         return out
 
-    def _forward_traced(self, f: Tensor) -> Tensor:
+    def _form(self, f: Tensor) -> str:
+        """How this call runs: "plain", "fused", "compiled" or "conv" (see the module docstring)."""
+        onnx = torch.onnx.is_in_onnx_export()
+        capturing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+        tracing = torch.jit.is_tracing()
+        if self.training:
+            # a custom autograd Function cannot be traced or exported: plain differentiable operations
+            return "plain" if (onnx or capturing or tracing) else "fused"
+        if capturing and not onnx:
+            return "plain"  # torch.export (AOTInductor) and torch.compile fuse the plain operations
+        if onnx or tracing:
+            form = requested_form() or ("conv" if onnx else "fused")
+            if form == "conv" and not can_fold(self):
+                return "plain"  # BatchNorms without running statistics normalise per batch
+            if form == "fused" and torch.is_grad_enabled():
+                return "plain"  # with autograd the fused solver is a custom Function a trace cannot record
+            return form
+        return "compiled" if compile_enabled(f.device) else "fused"
+
+    def _forward_plain(self, f: Tensor) -> Tensor:
         """The layer as the paper's code writes it: modules, then the solver as plain tensor ops."""
         cfg = self.config
         h = self.init_block(f)  # (B, C, H, W)
@@ -146,17 +175,22 @@ def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, 
         h = f_in if h is f else relayout(h, layout)
     else:
         f_in = f
-    u = _coefficient(layer.u, h, layer.training, 0.0)
-    v = _coefficient(layer.v, h, layer.training, 0.0)
-    Dx = _coefficient(layer.diff_x, h, layer.training, cfg.cdx)
-    Dy = _coefficient(layer.diff_y, h, layer.training, cfg.cdy)
+    folded = _folded(layer)  # None in training, with autograd, or without running statistics
+    u = _coefficient(layer.u, h, folded, "u", 0.0)
+    v = _coefficient(layer.v, h, folded, "v", 0.0)
+    Dx = _coefficient(layer.diff_x, h, folded, "diff_x", cfg.cdx)
+    Dy = _coefficient(layer.diff_y, h, folded, "diff_y", cfg.cdy)
     H = PF.global_pde(
         f_in, h, u, v, Dx, Dy,
         iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing,
     )  # (B, C, H, W)
     # one read pass: the sum is non-finite iff some value is (or |H| ~ 1e38 / numel: diverged anyway)
     finite = torch.isfinite(H.sum()) if check else None
-    out = layer.relu(layer.bn_out(H))
+    if folded is not None:
+        scale, shift = folded["bn_out"]  # (1, C, 1, 1) each
+        out = torch.relu_(torch.addcmul(shift, H, scale))
+    else:
+        out = layer.relu(layer.bn_out(H))
     if layout is not None:
         out = relayout(out, torch.contiguous_format)  # back to the caller's layout
     return (out + f if cfg.residual else out), finite
@@ -165,15 +199,38 @@ def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, 
 _compiled_forward = CompiledOrEager(_forward_fused, name="GlobalLayer.forward")
 
 
-def _coefficient(branch: nn.Module | None, h: Tensor, training: bool, constant: float) -> Tensor | float:
-    """ReLU(BN(dwconv(h))) of one coefficient branch, with BN folded into the conv in eval mode."""
+def _folded(layer: GlobalLayer) -> dict[str, tuple[Tensor, Tensor]] | None:
+    """The eval-mode constants: each branch's conv with its BN folded in, the output BN as (scale, shift).
+
+    None when they do not apply: in training, when autograd records (the cached constants carry no
+    graph), or when a BatchNorm has no running statistics.
+    """
+    if layer.training or torch.is_grad_enabled() or not can_fold(layer):
+        return None
+
+    def build() -> dict[str, tuple[Tensor, Tensor]]:
+        folded = {}
+        for name in ("u", "v", "diff_x", "diff_y"):
+            branch = getattr(layer, name)
+            if branch is not None:
+                folded[name] = fold_conv_bn(branch[0], branch[1])
+        scale, shift = bn_affine(layer.bn_out)
+        folded["bn_out"] = (scale.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1))
+        return folded
+
+    return frozen(layer, "folded", None, build)
+
+
+def _coefficient(
+    branch: nn.Module | None, h: Tensor, folded: dict[str, tuple[Tensor, Tensor]] | None, name: str, constant: float
+) -> Tensor | float:
+    """ReLU(BN(dwconv(h))) of one coefficient branch, as one convolution with BN folded when ``folded``."""
     if branch is None:
         return constant
-    conv, bn = branch[0], branch[1]
-    folded = None if training else fold_conv_bn(conv, bn)
     if folded is None:
         return branch(h)
-    weight, bias = folded
+    conv = branch[0]
+    weight, bias = folded[name]
     return torch.relu_(F.conv2d(h, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 

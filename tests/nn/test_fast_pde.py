@@ -179,7 +179,7 @@ def test_eval_bn_folding_matches_unfused_eval(settings):
     x = torch.randn(3, 6, 8, 9)
     with torch.no_grad():
         fused = layer(x)
-        unfused = layer._forward_traced(x)  # the modules as written: conv, BN, ReLU, plain solver
+        unfused = layer._forward_plain(x)  # the modules as written: conv, BN, ReLU, plain solver
     assert (fused - unfused).abs().max().item() <= TOL
 
 
@@ -189,7 +189,7 @@ def test_layer_train_step_matches_reference_gradients():
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = layer(xa)
     grads = torch.autograd.grad(out.square().sum(), [xa, *layer.parameters()])
-    ref = layer._forward_traced(xb)
+    ref = layer._forward_plain(xb)
     ref_grads = torch.autograd.grad(ref.square().sum(), [xb, *layer.parameters()])
     assert (out - ref).abs().max().item() <= TOL
     for g, r in zip(grads, ref_grads):

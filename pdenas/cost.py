@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ._util import preserved_modes
-from .nn import traced_form
+from .nn import use_form
 
 __all__ = ["Cost", "profile", "latency", "macs_by_module", "count_params"]
 
@@ -94,7 +94,7 @@ def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> 
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
-    with preserved_modes(model, False), traced_form("plain"):  # Global layers as the scheme's plain operations
+    with preserved_modes(model, False), use_form("plain"):  # Global layers as the scheme's plain operations
         analysis = FlopCountAnalysis(model, example)
         if elementwise:
             analysis.set_op_handle(**{op: _elementwise_macs for op in _ELEMENTWISE_OPS})

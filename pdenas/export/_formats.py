@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .._util import atomic_write, first_line
+from ..nn import Form, use_form
 from ._errors import ExportError
 
 __all__ = ["CHECK_BATCH", "ONNX_OPSET", "ONNX_OPSET_DYNAMO", "export_onnx", "export_torchscript", "max_abs_diff", "onnx_runner", "quiet"]
@@ -38,10 +39,16 @@ def quiet() -> Any:
 
 
 def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> None:
-    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``)."""
+    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``, without pdenas).
+
+    Global layers in eval mode are recorded in their fused eager form (:mod:`pdenas.nn._forms`) with their
+    folded constants; a small batch records the path for small feature maps (``torch.roll`` shifts, one
+    grouped convolution), a large one the path for large maps: trace with the batch size you deploy.
+    """
     path = Path(path)
     try:
         with quiet(), torch.no_grad():
+            _warm_up(model, example, "fused")
             traced = torch.jit.trace(model, example, check_trace=False)
             atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
     except Exception as err:  # noqa: BLE001
@@ -50,8 +57,14 @@ def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> N
 
 def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Callable[[str], None] | None = None) -> str:
     """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); the exporter
-    used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why)."""
+    used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why).
+
+    Global layers in eval mode are written in their short inference form (``"conv"``, see
+    :mod:`pdenas.nn._inference`), which is specific to ``example``'s height and width.
+    """
     path = Path(path)
+    with quiet(), torch.no_grad():
+        _warm_up(model, example, "conv")
     errors: list[str] = []
     for name in ("torchscript", "dynamo"):
         write = functools.partial(onnx_export_once, model, example, dynamo=name == "dynamo")
@@ -65,6 +78,14 @@ def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Cal
             errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
     raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
                       "(pip install 'pdenas[onnx]')?")
+
+
+def _warm_up(model: nn.Module, example: Tensor, form: Form) -> None:
+    """Run an eval-mode ``model`` once in ``form`` so that its Global layers build their folded constants
+    here, not inside the trace (where building them would be recorded and redone at every call)."""
+    if not any(m.training for m in model.modules()):
+        with use_form(form):
+            model(example)
 
 
 def onnx_export_once(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool) -> None:

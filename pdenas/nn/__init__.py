@@ -3,12 +3,13 @@
 from . import functional
 from ._compile import get_compile, set_compile
 from ._config import GlobalLayerConfig, GlobalLayerConfigError
-from ._forms import FORMS, traced_form
+from ._forms import FORMS, Form, use_form
 from ._global_layer import GlobalLayer, GlobalLayerUnstableError
 from ._registry import create_global_layer, list_global_layers, register_global_layer
 
 __all__ = [
     "FORMS",
+    "Form",
     "GlobalLayer",
     "GlobalLayerConfig",
     "GlobalLayerConfigError",
@@ -19,5 +20,5 @@ __all__ = [
     "list_global_layers",
     "register_global_layer",
     "set_compile",
-    "traced_form",
+    "use_form",
 ]

@@ -9,19 +9,20 @@ per channel, so with ``scale = gamma / sqrt(var + eps)``
 
 and the branch is one convolution with a bias followed by ReLU: one pass over the feature map
 instead of two. The folded weights are constants of the layer: :func:`frozen` caches them on the
-layer and recomputes them when any of its parameters or statistics changes (every in-place update
-bumps a tensor's version), so they can never be stale after training or loading a state dict.
+layer and recomputes them when any tensor they derive from changes (every in-place update bumps a
+tensor's version), so they can never be stale after training or loading a state dict.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["fold_conv_bn", "bn_affine", "frozen"]
+__all__ = ["bn_affine", "fold_conv_bn", "frozen"]
 
 T = TypeVar("T")
 
@@ -53,13 +54,13 @@ def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor] | No
     return scale.detach(), shift.detach()
 
 
-def frozen(layer: nn.Module, name: str, key: Any, build: Callable[[], T]) -> T:
-    """``build()``, cached on ``layer`` under ``name`` while ``key`` and the layer's own tensors are unchanged.
+def frozen(layer: nn.Module, name: str, key: Any, build: Callable[[], T], sources: Sequence[Tensor]) -> T:
+    """``build()``, cached on ``layer`` under ``name`` while ``key`` and the tensors ``sources`` are unchanged.
 
-    The layer's own tensors are its parameters and buffers except those of an ``init_block`` (a
-    user's module that runs as a module); a tensor changed in place has a new version.
+    ``sources`` are the tensors the constants derive from; a tensor changed in place (an optimizer step,
+    ``load_state_dict``, a BatchNorm statistic updated in training) has a new version.
     """
-    stamp = (key, _fingerprint(layer))
+    stamp = (key, tuple((t.data_ptr(), t._version) for t in sources))
     cache = layer.__dict__.setdefault("_pdenas_frozen", {})
     hit = cache.get(name)
     if hit is not None and hit[0] == stamp:
@@ -68,13 +69,3 @@ def frozen(layer: nn.Module, name: str, key: Any, build: Callable[[], T]) -> T:
         value = build()
     cache[name] = (stamp, value)
     return value
-
-
-def _fingerprint(layer: nn.Module) -> tuple:
-    stamp = []
-    for module_name, module in layer.named_modules():
-        if module_name == "init_block" or module_name.startswith("init_block."):
-            continue
-        for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
-            stamp.append((t.data_ptr(), t._version, t.dtype, t.device))
-    return tuple(stamp)

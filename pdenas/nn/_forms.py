@@ -1,5 +1,4 @@
-"""The forms a Global layer can run in (Kag & Saligrama, CVPR 2022, Sec. 3.2), and the context that picks
-the one a trace or an export records.
+"""The forms a Global layer can run in (Kag & Saligrama, CVPR 2022, Sec. 3.2), and the context that picks one.
 
 Every form computes the same numbers (to float32 rounding); they differ in the operations a runtime sees:
 
@@ -12,29 +11,32 @@ Every form computes the same numbers (to float32 rounding); they differ in the o
 * ``"conv"``: the short inference form of :mod:`pdenas.nn._inference` (periodic stencils as depthwise
   convolutions, constants folded), which ONNX Runtime runs in a handful of fused passes.
 
-Without a request, ONNX export records ``"conv"``, ``torch.jit.trace`` (TorchScript) ``"fused"`` and
-``torch.export`` ``"plain"``; :func:`traced_form` overrides that for a block of code (:mod:`pdenas.cost`
-counts MACs on ``"plain"``).
+Without a request, eager eval and ``torch.jit.trace`` (TorchScript) run ``"fused"``, ONNX export records
+``"conv"`` and ``torch.export`` ``"plain"``. :func:`use_form` overrides that for Global layers in eval mode
+inside a block of code, eager or traced: :mod:`pdenas.cost` counts MACs on ``"plain"``, and the export
+writers run the model once in the form they export before tracing it, so that the folded constants are
+built outside the trace and recorded as constants.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Iterator, Literal
+from typing import Literal
 
-__all__ = ["FORMS", "TracedForm", "traced_form", "requested_form"]
+__all__ = ["FORMS", "Form", "requested_form", "use_form"]
 
-TracedForm = Literal["plain", "fused", "conv"]
+Form = Literal["plain", "fused", "conv"]
 FORMS: tuple[str, ...] = ("plain", "fused", "conv")
 
-_requested: ContextVar[str | None] = ContextVar("pdenas_traced_form", default=None)
+_requested: ContextVar[str | None] = ContextVar("pdenas_global_layer_form", default=None)
 
 
 @contextlib.contextmanager
-def traced_form(form: TracedForm) -> Iterator[None]:
-    """Inside the block, Global layers in eval mode that are traced (``torch.jit.trace``) or exported to
-    ONNX record ``form`` (one of :data:`FORMS`); see the module docstring."""
+def use_form(form: Form) -> Iterator[None]:
+    """Inside the block, Global layers in eval mode run ``form`` (one of :data:`FORMS`), eagerly, traced
+    by ``torch.jit.trace`` or exported to ONNX; see the module docstring."""
     if form not in FORMS:
         raise ValueError(f"unknown Global layer form {form!r}; known: {', '.join(FORMS)}")
     token = _requested.set(form)
@@ -45,5 +47,5 @@ def traced_form(form: TracedForm) -> Iterator[None]:
 
 
 def requested_form() -> str | None:
-    """The form asked for by an enclosing :func:`traced_form`, or None."""
+    """The form asked for by an enclosing :func:`use_form`, or None."""
     return _requested.get()

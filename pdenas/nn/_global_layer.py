@@ -29,7 +29,7 @@ Execution (same numbers on every path, to float32 rounding; :meth:`GlobalLayer._
   every elementwise MAC of the solver is counted (:mod:`pdenas.cost`) and ``torch.export`` /
   AOTInductor sees standard ops it can fuse; also any traced or exported training-mode layer.
 
-:func:`pdenas.nn.traced_form` overrides the form recorded by a trace or an ONNX export (:mod:`pdenas.nn._forms`).
+:func:`pdenas.nn.use_form` overrides the form of eval-mode calls in a block of code (:mod:`pdenas.nn._forms`).
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from ._compile import CompiledOrEager, compile_enabled
 from ._config import GlobalLayerConfig
 from ._forms import requested_form
 from ._inference import can_fold, inference_form
-from ._layout import relayout
+from ._layout import memory_format_of, relayout
+from ._shift import is_small
 
 __all__ = ["GlobalLayer", "GlobalLayerUnstableError"]
 
@@ -124,14 +125,14 @@ class GlobalLayer(nn.Module):
             return "plain" if (onnx or capturing or tracing) else "fused"
         if capturing and not onnx:
             return "plain"  # torch.export (AOTInductor) and torch.compile fuse the plain operations
-        if onnx or tracing:
-            form = requested_form() or ("conv" if onnx else "fused")
-            if form == "conv" and not can_fold(self):
-                return "plain"  # BatchNorms without running statistics normalise per batch
-            if form == "fused" and torch.is_grad_enabled():
-                return "plain"  # with autograd the fused solver is a custom Function a trace cannot record
-            return form
-        return "compiled" if compile_enabled(f.device) else "fused"
+        form = requested_form() or ("conv" if onnx else "fused")
+        if form == "conv" and not can_fold(self):
+            return "plain"  # BatchNorms without running statistics normalise per batch
+        if form == "fused" and tracing and torch.is_grad_enabled():
+            return "plain"  # with autograd the fused solver is a custom Function a trace cannot record
+        if form == "fused" and not (onnx or tracing) and compile_enabled(f.device):
+            return "compiled"
+        return form
 
     def _forward_plain(self, f: Tensor) -> Tensor:
         """The layer as the paper's code writes it: modules, then the solver as plain tensor ops."""
@@ -147,6 +148,21 @@ class GlobalLayer(nn.Module):
         )  # (B, C, H, W)
         out = self.relu(self.bn_out(H))
         return out + f if cfg.residual else out
+
+    def batchnorms(self) -> list[nn.BatchNorm2d]:
+        """The coefficient branches' BatchNorms and the output BatchNorm (not the init block's)."""
+        return [b[1] for b in self._branches()] + [self.bn_out]
+
+    def constant_sources(self) -> list[Tensor]:
+        """The tensors the eval-mode constants derive from: the branches' conv weights, every BatchNorm's
+        affine parameters and running statistics (the init block runs as a module and is not folded)."""
+        tensors = [b[0].weight for b in self._branches()] + [b[0].bias for b in self._branches() if b[0].bias is not None]
+        for bn in self.batchnorms():
+            tensors += [t for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None]
+        return tensors
+
+    def _branches(self) -> list[nn.Module]:
+        return [b for b in (self.u, self.v, self.diff_x, self.diff_y) if b is not None]
 
     def _raise_unstable(self) -> None:
         where = self.name or f"GlobalLayer(channels={self.channels})"
@@ -168,18 +184,24 @@ class GlobalLayer(nn.Module):
 def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, Tensor | None]:
     """The layer's output and, when ``check``, whether the solver's output is finite (a 0-dim bool tensor)."""
     cfg = layer.config
+    folded = _folded(layer)  # None in training, with autograd, or without running statistics
+    # small maps (batch 1): NCHW, one grouped convolution for the branches and torch.roll for the shifts,
+    # so that the number of operations stays small; large maps: channels-last (oneDNN's depthwise kernels)
+    small = folded is not None and is_small(f)
+    layout = torch.contiguous_format if small else torch.channels_last
     h = layer.init_block(f)  # (B, C, H, W)
-    layout = _internal_layout(f)
-    if layout is not None:
+    moved = not f.is_contiguous(memory_format=layout)
+    if moved:
         f_in = relayout(f, layout)
         h = f_in if h is f else relayout(h, layout)
     else:
         f_in = f
-    folded = _folded(layer)  # None in training, with autograd, or without running statistics
-    u = _coefficient(layer.u, h, folded, "u", 0.0)
-    v = _coefficient(layer.v, h, folded, "v", 0.0)
-    Dx = _coefficient(layer.diff_x, h, folded, "diff_x", cfg.cdx)
-    Dy = _coefficient(layer.diff_y, h, folded, "diff_y", cfg.cdy)
+    if small and "grouped" in folded:
+        fields = _grouped_coefficients(layer, h, folded)
+    else:
+        fields = {name: _coefficient(getattr(layer, name), h, folded, name) for name in _BRANCHES if getattr(layer, name) is not None}
+    u, v = fields.get("u", 0.0), fields.get("v", 0.0)
+    Dx, Dy = fields.get("diff_x", cfg.cdx), fields.get("diff_y", cfg.cdy)
     H = PF.global_pde(
         f_in, h, u, v, Dx, Dy,
         iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing,
@@ -191,16 +213,20 @@ def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, 
         out = torch.relu_(torch.addcmul(shift, H, scale))
     else:
         out = layer.relu(layer.bn_out(H))
-    if layout is not None:
-        out = relayout(out, torch.contiguous_format)  # back to the caller's layout
+    if moved:
+        out = relayout(out, memory_format_of(f))  # back to the caller's layout
     return (out + f if cfg.residual else out), finite
 
 
 _compiled_forward = CompiledOrEager(_forward_fused, name="GlobalLayer.forward")
 
 
+_BRANCHES = ("u", "v", "diff_x", "diff_y")
+
+
 def _folded(layer: GlobalLayer) -> dict[str, tuple[Tensor, Tensor]] | None:
-    """The eval-mode constants: each branch's conv with its BN folded in, the output BN as (scale, shift).
+    """The eval-mode constants: each branch's conv with its BN folded in, the branches as one grouped
+    convolution ("grouped": C -> nC channels, channel c n + k the k-th branch), the output BN as (scale, shift).
 
     None when they do not apply: in training, when autograd records (the cached constants carry no
     graph), or when a BatchNorm has no running statistics.
@@ -210,23 +236,24 @@ def _folded(layer: GlobalLayer) -> dict[str, tuple[Tensor, Tensor]] | None:
 
     def build() -> dict[str, tuple[Tensor, Tensor]]:
         folded = {}
-        for name in ("u", "v", "diff_x", "diff_y"):
+        for name in _BRANCHES:
             branch = getattr(layer, name)
             if branch is not None:
                 folded[name] = fold_conv_bn(branch[0], branch[1])
+        present = [name for name in _BRANCHES if name in folded]
+        if len(present) > 1:
+            weight = torch.stack([folded[n][0] for n in present], 1).flatten(0, 1)  # (nC, 1, 3, 3)
+            bias = torch.stack([folded[n][1] for n in present], 1).flatten()  # (nC,)
+            folded["grouped"] = (weight, bias)
         scale, shift = bn_affine(layer.bn_out)
         folded["bn_out"] = (scale.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1))
         return folded
 
-    return frozen(layer, "folded", None, build)
+    return frozen(layer, "folded", None, build, layer.constant_sources())
 
 
-def _coefficient(
-    branch: nn.Module | None, h: Tensor, folded: dict[str, tuple[Tensor, Tensor]] | None, name: str, constant: float
-) -> Tensor | float:
+def _coefficient(branch: nn.Module, h: Tensor, folded: dict[str, tuple[Tensor, Tensor]] | None, name: str) -> Tensor:
     """ReLU(BN(dwconv(h))) of one coefficient branch, as one convolution with BN folded when ``folded``."""
-    if branch is None:
-        return constant
     if folded is None:
         return branch(h)
     conv = branch[0]
@@ -234,10 +261,13 @@ def _coefficient(
     return torch.relu_(F.conv2d(h, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
-def _internal_layout(f: Tensor) -> torch.memory_format | None:
-    """channels_last for a 4-D input not already channels-last, else None (keep the input's layout)."""
-    if f.dim() != 4:
-        return None
-    if f.is_contiguous(memory_format=torch.channels_last):
-        return None
-    return torch.channels_last
+def _grouped_coefficients(layer: GlobalLayer, h: Tensor, folded: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Every branch in one grouped convolution (one call instead of up to four); each field a strided view."""
+    names = [name for name in _BRANCHES if name in folded]
+    conv = getattr(layer, names[0])[0]
+    weight, bias = folded["grouped"]
+    out = torch.relu_(F.conv2d(h, weight, bias, conv.stride, conv.padding, conv.dilation, layer.channels))  # (B, nC, H, W)
+    fields = out.unflatten(1, (layer.channels, len(names)))  # (B, C, n, H, W)
+    return {name: fields[:, :, k] for k, name in enumerate(names)}
+
+

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from ._bn_fold import bn_affine, fold_conv_bn, frozen
 from ._stencil import PeriodicStencil, StencilTaps
 
-__all__ = ["GlobalLayerInference", "inference_form", "can_fold"]
+__all__ = ["GlobalLayerInference", "can_fold", "inference_form"]
 
 Field = Union[Tensor, float]
 
@@ -78,12 +78,9 @@ class _Fields(NamedTuple):
 
 
 def can_fold(layer: nn.Module) -> bool:
-    """Whether every BatchNorm of a Global layer keeps running statistics (so eval mode can fold it)."""
-    return all(
-        m.running_mean is not None and m.running_var is not None
-        for m in layer.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    )
+    """Whether every BatchNorm of a Global layer (not of its init block) keeps running statistics, so that
+    eval mode can fold it."""
+    return all(bn.running_mean is not None and bn.running_var is not None for bn in layer.batchnorms())
 
 
 class GlobalLayerInference(nn.Module):
@@ -309,5 +306,8 @@ def _stencil_or_none(taps: StencilTaps, size: tuple[int, int], shifts: tuple[int
 
 def inference_form(layer: nn.Module, size: tuple[int, int]) -> GlobalLayerInference:
     """The layer's :class:`GlobalLayerInference` for ``size``, cached on the layer while its parameters,
-    statistics and settings are unchanged (:func:`pdenas.nn._bn_fold.frozen`)."""
-    return frozen(layer, "inference_form", (tuple(size), layer.config), lambda: GlobalLayerInference(layer, tuple(size)))
+    statistics and settings are unchanged (:func:`pdenas.nn._bn_fold.frozen`); the init block runs as a module."""
+    return frozen(
+        layer, "inference_form", (tuple(size), layer.config), lambda: GlobalLayerInference(layer, tuple(size)),
+        layer.constant_sources(),
+    )

@@ -11,8 +11,14 @@ import pytest
 import torch
 from torch import nn
 
+import pdenas.nn._shift as shift_mod
 from pdenas.export import export_onnx, export_torchscript, onnx_runner
-from pdenas.nn import GlobalLayerConfig, create_global_layer, list_global_layers, traced_form
+from pdenas.nn import (
+    GlobalLayerConfig,
+    create_global_layer,
+    list_global_layers,
+    use_form,
+)
 from pdenas.nn._inference import GlobalLayerInference
 from pdenas.nn._stencil import PeriodicStencil, StencilTaps
 from pdenas.nn.functional import global_pde_reference
@@ -70,8 +76,15 @@ def _max_diff(a, b) -> float:
     return float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max())
 
 
+@pytest.fixture(params=["small", "large"])
+def map_size(request, monkeypatch):
+    """The eager and TorchScript paths for small maps (batch 1) and for large ones."""
+    monkeypatch.setattr(shift_mod, "SMALL_NUMEL", 1 << 40 if request.param == "small" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("variant,K,dx,dy,residual", CASES)
-def test_eager_eval_matches_the_literal_scheme(variant, K, dx, dy, residual):
+def test_eager_eval_matches_the_literal_scheme(variant, K, dx, dy, residual, map_size):
     layer, x, ref = _case(variant, K, dx, dy, residual)
     with torch.no_grad():
         assert _max_diff(layer(x), ref) <= TOL  # folded constants, cached
@@ -82,7 +95,7 @@ def test_eager_eval_matches_the_literal_scheme(variant, K, dx, dy, residual):
 
 
 @pytest.mark.parametrize("variant,K,dx,dy,residual", CASES)
-def test_torchscript_trace_matches_the_literal_scheme(variant, K, dx, dy, residual, tmp_path):
+def test_torchscript_trace_matches_the_literal_scheme(variant, K, dx, dy, residual, tmp_path, map_size):
     layer, x, ref = _case(variant, K, dx, dy, residual)
     export_torchscript(layer, tmp_path / "layer.pt", x)
     loaded = torch.jit.load(str(tmp_path / "layer.pt"))
@@ -137,24 +150,24 @@ def test_onnx_export_is_the_short_form(tmp_path):
     assert counts[1] <= 42  # the literal export had about 120
     # each further iteration: 4 stencils (8 convolutions and their sums), 6 products and their sum
     assert counts[3] - counts[2] <= 26
-    with traced_form("plain"):  # the counting form records the rolls
+    with use_form("plain"):  # the counting form records the rolls
         plain = _onnx_ops(trained_layer("advection-diffusion", 16), torch.randn(1, 16, 8, 8), tmp_path / "plain.onnx")
     assert plain["Slice"] > 0
 
 
-def test_traced_form_overrides_the_recorded_form():
+def test_use_form_overrides_the_recorded_form():
     layer, x, ref = _case("advection-diffusion", 1, 1, 1, False)
     graphs = {}
     for form in ("plain", "fused", "conv"):
-        with traced_form(form), torch.no_grad():
+        with use_form(form), torch.no_grad():
             traced = torch.jit.trace(layer, x, check_trace=False)
         assert _max_diff(traced(x), ref) <= TOL
         graphs[form] = {node.kind() for node in traced.inlined_graph.nodes()}
-    assert "aten::roll" in graphs["plain"] and "aten::roll" not in graphs["fused"]
-    assert "aten::addcmul_" in graphs["fused"]
-    assert "aten::roll" not in graphs["conv"] and "aten::div" in graphs["conv"]
+    assert "aten::batch_norm" in graphs["plain"] and "aten::roll" in graphs["plain"]  # the modules, as written
+    assert "aten::batch_norm" not in graphs["fused"] and "aten::addcmul_" in graphs["fused"]  # folded, in place
+    assert not {"aten::batch_norm", "aten::roll", "aten::addcmul_"} & graphs["conv"]  # convolutions and products
     with pytest.raises(ValueError, match="unknown Global layer form 'onnx'"):
-        with traced_form("onnx"):  # type: ignore[arg-type]
+        with use_form("onnx"):  # type: ignore[arg-type]
             pass
 
 

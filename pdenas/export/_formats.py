@@ -1,6 +1,8 @@
-"""Writing a model to a deployable file and running that file: TorchScript (``torch.jit.trace``) and ONNX
+"""Writing a model to a deployable file and running that file: TorchScript (``torch.jit.trace``), ONNX
 (the TorchScript-based exporter, falling back to the ``torch.export``-based one; run with onnxruntime, or
-with ``onnx``'s reference evaluator where onnxruntime is missing).
+with ``onnx``'s reference evaluator where onnxruntime is missing) and an AOTInductor package
+(``torch.export`` compiled ahead of time to C++ with the elementwise work fused, run with
+``torch._inductor.aoti_load_package``). None of the files needs pdenas to run.
 
 Every writer replaces its file atomically: a crash leaves the old file or none, never half of one.
 """
@@ -19,11 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._util import atomic_write, first_line
+from .._util import atomic_write, first_line, preserved_modes
 from ..nn import Form, use_form
 from ._errors import ExportError
 
-__all__ = ["CHECK_BATCH", "ONNX_OPSET", "ONNX_OPSET_DYNAMO", "export_onnx", "export_torchscript", "max_abs_diff", "onnx_runner", "quiet"]
+__all__ = [
+    "CHECK_BATCH", "ONNX_OPSET", "ONNX_OPSET_DYNAMO", "aoti_runner", "export_aoti", "export_onnx", "export_torchscript",
+    "max_abs_diff", "onnx_runner", "quiet",
+]
 
 ONNX_OPSET = 17  # the TorchScript-based exporter's; the torch.export-based one writes its own, 18
 ONNX_OPSET_DYNAMO = 18
@@ -50,6 +55,10 @@ def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> N
         with quiet(), torch.no_grad():
             _warm_up(model, example, "fused")
             traced = torch.jit.trace(model, example, check_trace=False)
+            # an inference file: the fused passes write into buffers (out=), which autograd refuses when a
+            # weight requires grad, as it would in a caller's forward without torch.no_grad()
+            for param in traced.parameters():
+                param.requires_grad_(False)
             atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
@@ -78,6 +87,42 @@ def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Cal
             errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
     raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
                       "(pip install 'pdenas[onnx]')?")
+
+
+def export_aoti(model: nn.Module, path: str | Path, example: Tensor, *, max_batch: int = 4096) -> None:
+    """Compile ``model`` ahead of time with AOTInductor into a ``.pt2`` package at ``path``.
+
+    ``torch.export`` (dynamic batch, 1 to ``max_batch``; height and width fixed to ``example``'s), then
+    ``torch._inductor.aoti_compile_and_package`` with freezing on: the weights become constants, BatchNorms
+    are folded into the convolutions and the elementwise work (the Global layers' solver, recorded in
+    their plain form) is fused into generated C++ loops. It compiles C++ (a C++ compiler must be
+    installed) and takes about a minute; run the package with :func:`aoti_runner` or, without pdenas,
+    ``torch._inductor.aoti_load_package(path)(x)``.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ExportError(f"an AOTInductor package must be named *.pt2, got {path.name}")
+    # torch.export specialises a dimension of size 1: export on at least two images
+    example = example if example.shape[0] > 1 else example.expand(2, *example.shape[1:]).contiguous()
+    try:
+        with quiet(), torch.no_grad(), preserved_modes(model, False):
+            batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            atomic_write(path, lambda tmp: torch._inductor.aoti_compile_and_package(
+                program, package_path=str(tmp), inductor_configs={"freezing": True}
+            ))
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"AOTInductor export failed: {type(err).__name__}: {first_line(err)}") from None
+
+
+def aoti_runner(path: str | Path) -> Callable[[Tensor], Tensor]:
+    """The compiled model of an AOTInductor package written by :func:`export_aoti` (call it with a batch)."""
+    try:
+        with quiet():
+            compiled = torch._inductor.aoti_load_package(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"cannot load the AOTInductor package {path}: {type(err).__name__}: {first_line(err)}") from None
+    return compiled
 
 
 def _warm_up(model: nn.Module, example: Tensor, form: Form) -> None:

@@ -36,7 +36,7 @@ from torch import Tensor
 from ._compile import compile_enabled
 from ._fast_pde import global_pde_fast
 
-__all__ = ["global_pde", "global_pde_reference", "global_pde_unfused", "stencil_coefficients"]
+__all__ = ["global_layer_reference", "global_pde", "global_pde_reference", "global_pde_unfused", "stencil_coefficients"]
 
 Field = Union[Tensor, float]
 
@@ -176,6 +176,23 @@ def global_pde_reference(
             H_new = H_new + D * 2 * dt * f
         H_prev, H = H, H_new
     return H
+
+
+def global_layer_reference(layer: torch.nn.Module, f: Tensor) -> Tensor:
+    """A :class:`~pdenas.nn.GlobalLayer`'s forward as the paper's public code computes it: the init block,
+    the coefficient branches as modules (conv, BN, ReLU), :func:`global_pde_reference`, BN, ReLU
+    (+ f when residual). What every faster form is tested and benchmarked against."""
+    cfg = layer.config
+    h = layer.init_block(f)
+    u = layer.u(h) if layer.u is not None else 0.0
+    v = layer.v(h) if layer.v is not None else 0.0
+    Dx = layer.diff_x(h) if layer.diff_x is not None else cfg.cdx
+    Dy = layer.diff_y(h) if layer.diff_y is not None else cfg.cdy
+    H = global_pde_reference(
+        f, h, u, v, Dx, Dy, iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing
+    )
+    out = torch.relu(layer.bn_out(H))
+    return out + f if cfg.residual else out
 
 
 def _central_difference(x: Field, shift: int, *, dim: int, spacing: int) -> Field:

@@ -21,7 +21,7 @@ from pdenas.nn import (
 )
 from pdenas.nn._inference import GlobalLayerInference
 from pdenas.nn._stencil import PeriodicStencil, StencilTaps
-from pdenas.nn.functional import global_pde_reference
+from pdenas.nn.functional import global_layer_reference
 
 TOL = 1e-5
 
@@ -47,16 +47,7 @@ def trained_layer(variant: str, channels: int, *, init_block: bool = False, seed
 
 def literal(layer: nn.Module, f: torch.Tensor) -> torch.Tensor:
     """The layer written out with the paper's code: modules, then ``global_pde_reference``."""
-    cfg = layer.config
-    h = layer.init_block(f)
-    u = layer.u(h) if layer.u is not None else 0.0
-    v = layer.v(h) if layer.v is not None else 0.0
-    Dx = layer.diff_x(h) if layer.diff_x is not None else cfg.cdx
-    Dy = layer.diff_y(h) if layer.diff_y is not None else cfg.cdy
-    H = global_pde_reference(f, h, u, v, Dx, Dy, iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy,
-                             forcing=cfg.forcing)
-    out = torch.relu(layer.bn_out(H))
-    return out + f if cfg.residual else out
+    return global_layer_reference(layer, f)
 
 
 # (K, dx, dy, residual): K in (1, 3), unit and larger shifts (dy = 3 on a width of 9: wrap on both sides)

@@ -35,7 +35,7 @@ and rebuilds it when a parameter or statistic of the layer changes.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -68,15 +68,6 @@ class _Field(nn.Module):
         return torch.relu(F.conv2d(h, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
 
 
-class _Fields(NamedTuple):
-    """The four coefficient fields, each a tensor (learned) or a float (constant; 0 without advection)."""
-
-    gDx: Field  # 2 dt / dx^2 D_x
-    au: Field  # dt / dx u
-    gDy: Field
-    av: Field
-
-
 def can_fold(layer: nn.Module) -> bool:
     """Whether every BatchNorm of a Global layer (not of its init block) keeps running statistics, so that
     eval mode can fold it."""
@@ -104,8 +95,7 @@ class GlobalLayerInference(nn.Module):
         self.shifts = (dx, dy)
         gam_h, gam_w, al_h, al_w = 2 * dt / dx**2, 2 * dt / dy**2, dt / dx, dt / dy
         ref = layer.bn_out.running_var
-        ones = torch.ones(layer.channels, dtype=ref.dtype, device=ref.device)
-        self._ones = ones
+        ones = torch.ones(layer.channels, dtype=ref.dtype, device=ref.device)  # (C,): per-channel constants
 
         def field(branch: nn.Module | None, scale: float, constant: float) -> nn.Module | float:
             return _Field(branch, scale) if branch is not None else constant * scale
@@ -122,18 +112,18 @@ class GlobalLayerInference(nn.Module):
         self.advection = isinstance(self.au, nn.Module)
         self.quotient = self.iterations == 1 and self.learned_den
         if self.quotient:
-            self._build_quotient(dt, cfg.forcing)
+            self._build_quotient(ones, dt, cfg.forcing)
         else:
-            self._build_iterations(dt, cfg.forcing)
+            self._build_iterations(ones, dt, cfg.forcing)
 
     # ---------------------------------------------------------------------------------------- K = 1
 
-    def _build_quotient(self, dt: float, forcing: bool) -> None:
+    def _build_quotient(self, one: Tensor, dt: float, forcing: bool) -> None:
         """``H_1 = M / den - f`` (see the module docstring); ``- f den`` folded into M when h is f.
 
         Here both diffusion fields are learned tensors, so den = 1 + gDx + gDy is one too.
         """
-        one, zero = self._ones, self._ones * 0.0
+        zero = one * 0.0
         fold = -1.0 if self.alias else 0.0  # M - f den = (f's factor - 1) f + gDx (L_H - 1) f + gDy (L_W - 1) f + ...
         f_coef = 2.0 + (2.0 * dt if forcing else 0.0) + fold  # the factor of f left in M
         stencils = {
@@ -147,7 +137,7 @@ class GlobalLayerInference(nn.Module):
         # f's own factor: the bias of E' = G_H au + G_W av when E' multiplies f, else a 1x1 convolution of f
         self.e_stencils = _e_stencils(one, self.size, self.shifts, one * f_coef if self.alias else None) if self.advection else None
         self.f_term = None if (self.advection and self.alias) else _Affine(one * f_coef, None)
-        self.den_bias = one  # den = 1 + gDx + gDy
+        self.den = _Den(one)  # den = 1 + gDx + gDy
         # output: ReLU(BN(H_1)); when h is not f, H_1 = q - f and BN(q - f) = scale q + shift - scale f
         self.out_f = None if self.alias else _Affine(-self.out.scale, None)
 
@@ -160,7 +150,7 @@ class GlobalLayerInference(nn.Module):
             M = _add(M, e * h)
         if self.f_term is not None:
             M = _add(M, self.f_term(f))
-        q = M / _den(fields, self.den_bias)  # H_1 (h is f), or H_1 + f
+        q = M / self.den(fields)  # H_1 (h is f), or H_1 + f
         out = self.out(q)
         if self.out_f is not None:
             out = out + self.out_f(f)
@@ -168,9 +158,13 @@ class GlobalLayerInference(nn.Module):
 
     # ---------------------------------------------------------------------------------------- any K
 
-    def _build_iterations(self, dt: float, forcing: bool) -> None:
-        """Coefficient fields ``c = D n`` once per call, then K steps (see the module docstring)."""
-        one, zero = self._ones, self._ones * 0.0
+    def _build_iterations(self, one: Tensor, dt: float, forcing: bool) -> None:
+        """Coefficient fields ``c = D n`` once per call, then K steps (see the module docstring).
+
+        The diffusion is either learned (both fields) or constant (both), so D is a tensor exactly when
+        ``gDx`` and ``gDy`` are.
+        """
+        zero = one * 0.0
         const_den = 1.0 + sum(float(c) for c in (self.gDx, self.gDy) if not isinstance(c, nn.Module))
         D = None if self.learned_den else 1.0 / const_den  # a number when the diffusion is constant
         self.const_D = D
@@ -185,14 +179,12 @@ class GlobalLayerInference(nn.Module):
         for name, (n, taps) in specs.items():
             if isinstance(n, nn.Module):  # c = D n: a product with the field, D folded when it is a number
                 products[name] = PeriodicStencil(_times(taps, 1.0 if D is None else D), self.size, self.shifts)
-            elif n != 0.0 and D is not None:  # c = D n, a number: folded into one linear stencil
+            elif n != 0.0:  # c = D n, a number (constant diffusion): folded into one linear stencil
                 constants.append(_times(taps, n * D))
-            elif n != 0.0:  # c = D n with a learned D and a constant n
-                products[name + "D"] = PeriodicStencil(_times(taps, n), self.size, self.shifts)
         self.it_products = nn.ModuleDict(products)
         self.it_linear = _stencil_or_none(_sum_taps(constants, zero), self.size, self.shifts)
         self.e_stencils = _e_stencils(one, self.size, self.shifts, None, 1.0 if D is None else D) if self.advection else None
-        self.den_bias = one * const_den
+        self.den = _Den(one * const_den) if D is None else None
         f2dt = 2.0 * dt if forcing else 0.0
         if D is None:
             self.d_copy = _Affine(one, None)  # D through a 1x1 convolution: ONNX Runtime's blocked layout
@@ -207,11 +199,11 @@ class GlobalLayerInference(nn.Module):
     def _forward_iterations(self, f: Tensor, h: Tensor, fields: dict[str, Tensor]) -> Tensor:
         # the step's fields, once: a H_{k-1} (a0 f in the first step, the source included), b = D E', c_j = D n_j
         if self.const_D is None:
-            D = self.d_copy(torch.reciprocal(_den(fields, self.den_bias)))  # (B, C, H, W)
+            D = self.d_copy(torch.reciprocal(self.den(fields)))  # (B, C, H, W)
             a_prev = self.a_of_D(D)
             first = self.a0_of_D(D) * f
             s = D * self.s_of_D(f) if self.s_of_D is not None else None
-            coef = {n: D if n.endswith("D") else D * fields[n] for n in self.it_products}
+            coef = {n: D * fields[n] for n in self.it_products}
         else:
             a_prev = None
             first = self.a0_fixed(f)
@@ -264,12 +256,15 @@ class _Affine(nn.Module):
         return F.conv2d(x, self.weight, self.bias, groups=self.weight.shape[0])
 
 
-def _den(fields: dict[str, Tensor], bias: Tensor) -> Tensor:
-    """1 + gDx + gDy (its constant part in ``bias``), learned part(s) from ``fields``."""
-    learned = [fields[n] for n in ("x", "y") if n in fields]
-    weight = torch.ones_like(bias).reshape(-1, 1, 1, 1)
-    den = F.conv2d(learned[0], weight, bias, groups=bias.numel())  # (B, C, H, W)
-    return den + learned[1] if len(learned) > 1 else den
+class _Den(_Affine):
+    """``den = 1 + gDx + gDy`` from the learned fields: a 1x1 convolution of gDx with bias 1, plus gDy
+    (ONNX Runtime adds it in place)."""
+
+    def __init__(self, bias: Tensor) -> None:
+        super().__init__(torch.ones_like(bias), bias)
+
+    def forward(self, fields: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
+        return super().forward(fields["x"]) + fields["y"]  # (B, C, H, W)
 
 
 def _add(total: Tensor | None, term: Tensor) -> Tensor:

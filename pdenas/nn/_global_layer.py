@@ -112,12 +112,13 @@ class GlobalLayer(nn.Module):
         if form == "conv":
             return inference_form(self, (int(f.shape[-2]), int(f.shape[-1])))(f)
         check = self.training
+        folded = _folded(self)  # the eval-mode constants, built and cached here, outside any compiled graph
         if form == "compiled":
             # inference: the whole layer in one compiled graph (convs with folded BNs, fused solver, BN, ReLU)
-            out, finite = _compiled_forward(self, f, check)
+            out, finite = _compiled_forward(self, f, check, folded)
         else:
             # eager convs and BNs; in training the solver's forward and backward run compiled when enabled
-            out, finite = _forward_fused(self, f, check)
+            out, finite = _forward_fused(self, f, check, folded)
         if finite is not None and not bool(finite):
             self._raise_unstable()
         return out
@@ -188,10 +189,14 @@ class GlobalLayer(nn.Module):
         )
 
 
-def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, Tensor | None]:
-    """The layer's output and, when ``check``, whether the solver's output is finite (a 0-dim bool tensor)."""
+def _forward_fused(
+    layer: GlobalLayer, f: Tensor, check: bool, folded: dict[str, tuple[Tensor, Tensor]] | None
+) -> tuple[Tensor, Tensor | None]:
+    """The layer's output and, when ``check``, whether the solver's output is finite (a 0-dim bool tensor).
+
+    ``folded``: :func:`_folded`'s constants (None in training, with autograd, or without running statistics).
+    """
     cfg = layer.config
-    folded = _folded(layer)  # None in training, with autograd, or without running statistics
     # small maps (batch 1): NCHW, one grouped convolution for the branches and torch.roll for the shifts,
     # so that the number of operations stays small; large maps: channels-last (oneDNN's depthwise kernels)
     small = folded is not None and is_small(f)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import pdenas.export._formats as formats
 from pdenas.export import ExportError, aoti_runner, export_aoti, export_onnx, export_torchscript, onnx_runner
 from pdenas.zoo import create_model
 
@@ -68,6 +69,31 @@ def test_onnx_global_layers_are_in_their_short_form(tmp_path):
     ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
     assert not {"Slice", "Concat", "Pad", "Gather"} & set(ops), ops
     assert ops["Div"] == 3  # one per Global layer (K = 1: H_1 = M / den)
+
+
+def test_onnx_through_the_dynamo_exporter_is_the_same_short_form(tmp_path, monkeypatch):
+    """When the TorchScript-based exporter fails, the torch.export-based one writes the same short form."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    real = formats.onnx_export_once
+
+    def legacy_fails(model, example, path, *, dynamo):
+        if not dynamo:
+            raise RuntimeError("unsupported operator")
+        return real(model, example, path, dynamo=dynamo)
+
+    monkeypatch.setattr(formats, "onnx_export_once", legacy_fails)
+    model = _model(iterations=2)
+    path = tmp_path / "model.onnx"
+    said: list[str] = []
+    assert export_onnx(model, path, torch.randn(2, 3, 32, 32), say=said.append) == "dynamo"
+    assert said and "unsupported operator" in said[0]
+    ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    assert not {"Slice", "Concat", "Pad", "Gather"} & set(ops), ops
+    run, _, _ = onnx_runner(path)
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 32, 32)
+        assert abs(run(x.numpy()) - _logits(model, x).numpy()).max() <= TOLERANCE
 
 
 def test_torchscript_file_matches_and_runs_without_pdenas(tmp_path):

@@ -58,10 +58,15 @@ def frozen(layer: nn.Module, name: str, key: Any, build: Callable[[], T], source
     """``build()``, cached on ``layer`` under ``name`` while ``key`` and the tensors ``sources`` are unchanged.
 
     ``sources`` are the tensors the constants derive from; a tensor changed in place (an optimizer step,
-    ``load_state_dict``, a BatchNorm statistic updated in training) has a new version.
+    ``load_state_dict``, a BatchNorm statistic updated in training) has a new version. While
+    ``torch.export`` or ``torch.compile`` captures a graph (fake tensors: no data pointers, no versions)
+    the cached value for ``key`` is taken as it is: a writer runs the model once before it exports.
     """
-    stamp = (key, tuple((t.data_ptr(), t._version) for t in sources))
     cache = layer.__dict__.setdefault("_pdenas_frozen", {})
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        hit = cache.get(name)
+        return hit[1] if hit is not None and hit[0][0] == key else build()
+    stamp = (key, tuple((t.data_ptr(), t._version) for t in sources))
     hit = cache.get(name)
     if hit is not None and hit[0] == stamp:
         return hit[1]

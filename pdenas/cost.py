@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ._util import first_line, preserved_modes
+from ._util import preserved_modes
 from .nn import use_form
 
 __all__ = [

@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-import pdenas.export._formats as formats
 from pdenas.export import ExportError, aoti_runner, export_aoti, export_onnx, export_torchscript, onnx_runner
 from pdenas.zoo import create_model
 
@@ -71,23 +70,13 @@ def test_onnx_global_layers_are_in_their_short_form(tmp_path):
     assert ops["Div"] == 3  # one per Global layer (K = 1: H_1 = M / den)
 
 
-def test_onnx_through_the_dynamo_exporter_is_the_same_short_form(tmp_path, monkeypatch):
-    """When the TorchScript-based exporter fails, the torch.export-based one writes the same short form."""
+def test_onnx_through_the_dynamo_exporter_is_the_same_short_form(tmp_path):
+    """The torch.export-based exporter (export_onnx's fallback) writes the same short form."""
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
-    real = formats.onnx_export_once
-
-    def legacy_fails(model, example, path, *, dynamo):
-        if not dynamo:
-            raise RuntimeError("unsupported operator")
-        return real(model, example, path, dynamo=dynamo)
-
-    monkeypatch.setattr(formats, "onnx_export_once", legacy_fails)
     model = _model(iterations=2)
     path = tmp_path / "model.onnx"
-    said: list[str] = []
-    assert export_onnx(model, path, torch.randn(2, 3, 32, 32), say=said.append) == "dynamo"
-    assert said and "unsupported operator" in said[0]
+    assert export_onnx(model, path, torch.randn(2, 3, 32, 32), exporter="dynamo") == "dynamo"
     ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
     assert not {"Slice", "Concat", "Pad", "Gather"} & set(ops), ops
     run, _, _ = onnx_runner(path)
@@ -125,6 +114,11 @@ def test_a_failed_export_keeps_the_previous_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]  # no temporary left behind
 
 
+def test_unknown_onnx_exporter(tmp_path):
+    with pytest.raises(ExportError, match="unknown ONNX exporter 'tf'; use 'auto', 'torchscript' or 'dynamo'"):
+        export_onnx(_model(), tmp_path / "m.onnx", torch.randn(1, 3, 32, 32), exporter="tf")  # type: ignore[arg-type]
+
+
 def test_aoti_package_name_is_checked_before_any_work(tmp_path):
     with pytest.raises(ExportError, match=r"must be named \*\.pt2, got model\.so"):
         export_aoti(_model(), tmp_path / "model.so", torch.randn(1, 3, 32, 32))
@@ -138,6 +132,7 @@ def test_aoti_package_matches_the_model_and_runs_without_pdenas(tmp_path):
     model = _model(iterations=2)
     path = tmp_path / "model.pt2"
     export_aoti(model, path, torch.randn(1, 3, 32, 32))  # batch 1: exported on 2, dynamic batch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]  # no temporary folder left behind
     run = aoti_runner(path)
     for batch in (1, 3):
         x = torch.randn(batch, 3, 32, 32)

@@ -13,10 +13,12 @@ import contextlib
 import functools
 import io
 import math
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -64,18 +66,28 @@ def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> N
         raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
 
 
-def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Callable[[str], None] | None = None) -> str:
-    """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); the exporter
-    used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why).
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    example: Tensor,
+    *,
+    say: Callable[[str], None] | None = None,
+    exporter: Literal["auto", "torchscript", "dynamo"] = "auto",
+) -> str:
+    """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); returns the
+    exporter used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why).
+    ``exporter`` names one of the two to use only that one.
 
     Global layers in eval mode are written in their short inference form (``"conv"``, see
     :mod:`pdenas.nn._inference`), which is specific to ``example``'s height and width.
     """
+    if exporter not in ("auto", "torchscript", "dynamo"):
+        raise ExportError(f"unknown ONNX exporter {exporter!r}; use 'auto', 'torchscript' or 'dynamo'")
     path = Path(path)
     with quiet(), torch.no_grad():
         _warm_up(model, example, "conv")
     errors: list[str] = []
-    for name in ("torchscript", "dynamo"):
+    for name in ("torchscript", "dynamo") if exporter == "auto" else (exporter,):
         write = functools.partial(onnx_export_once, model, example, dynamo=name == "dynamo")
         try:
             with quiet():
@@ -85,7 +97,8 @@ def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Cal
             return name
         except Exception as err:  # noqa: BLE001 - try the other exporter
             errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
-    raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
+    tried = "both exporters" if len(errors) > 1 else "the exporter asked for"
+    raise ExportError(f"ONNX export failed with {tried} ({'; '.join(errors)}); is the onnx extra installed "
                       "(pip install 'pdenas[onnx]')?")
 
 
@@ -108,9 +121,12 @@ def export_aoti(model: nn.Module, path: str | Path, example: Tensor, *, max_batc
         with quiet(), torch.no_grad(), preserved_modes(model, False):
             batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-            atomic_write(path, lambda tmp: torch._inductor.aoti_compile_and_package(
-                program, package_path=str(tmp), inductor_configs={"freezing": True}
-            ))
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+                # compiled under its own name (the package's folder inside is named after the file), then moved
+                built = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(Path(folder) / path.name), inductor_configs={"freezing": True}
+                )
+                atomic_write(path, lambda tmp: shutil.copyfile(built, tmp))
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"AOTInductor export failed: {type(err).__name__}: {first_line(err)}") from None
 

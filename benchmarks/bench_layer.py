@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from pdenas.nn import GlobalLayer, GlobalLayerConfig, set_compile  # noqa: E402
-from pdenas.nn.functional import global_pde_reference  # noqa: E402
+from pdenas.nn.functional import global_layer_reference  # noqa: E402
 
 SHAPES = [(128, 16, 32, 32), (128, 32, 16, 16), (128, 64, 8, 8)]
 ITERATIONS = [1, 5]
@@ -78,17 +78,7 @@ def environment() -> str:
 
 def reference_forward(layer: GlobalLayer, f: Tensor) -> Tensor:
     """The layer as the paper's public code computes it."""
-    cfg = layer.config
-    h = layer.init_block(f)
-    u = layer.u(h) if layer.u is not None else 0.0
-    v = layer.v(h) if layer.v is not None else 0.0
-    Dx = layer.diff_x(h) if layer.diff_x is not None else cfg.cdx
-    Dy = layer.diff_y(h) if layer.diff_y is not None else cfg.cdy
-    H = global_pde_reference(
-        f, h, u, v, Dx, Dy, iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing
-    )
-    out = layer.relu(layer.bn_out(H))
-    return out + f if cfg.residual else out
+    return global_layer_reference(layer, f)
 
 
 def _forward(layer: GlobalLayer, x: Tensor, fn: Callable[[GlobalLayer, Tensor], Tensor]) -> Callable[[], object]:

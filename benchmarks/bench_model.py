@@ -10,16 +10,19 @@ Three models run interleaved in one process at batch 128, 3x32x32:
 * ``resnet32_global without Global layers``: the ceiling, what the rest of the model costs.
 
 Inference is an eval-mode forward under ``torch.inference_mode``; training is one SGD step
-(forward, cross-entropy, backward, update). Peak training memory of ``resnet32_global`` at K = 1
+(forward, cross-entropy, backward, update). ``--channels-last`` runs models and inputs in channels-last
+memory format and ``--bf16`` under bfloat16 autocast (``pdenas.train``'s ``channels_last`` and
+``precision="bf16"``). Peak training memory of ``resnet32_global`` at K = 1
 and K = 5 is the growth of the peak resident set size over a few training steps,
 each in a fresh subprocess (``VmHWM`` after ``clear_refs``, over ``VmRSS`` before).
 
-    python benchmarks/bench_model.py [--threads 2] [--reps 9] [--compile] [--no-memory]
+    python benchmarks/bench_model.py [--threads 2] [--reps 9] [--compile] [--no-memory] [--channels-last] [--bf16]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import subprocess
 import sys
@@ -71,31 +74,40 @@ def with_reference_layers(model: nn.Module) -> nn.Module:
     return model
 
 
-def _inference(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+def _autocast(bf16: bool) -> contextlib.AbstractContextManager[object]:
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def _inference(model: nn.Module, x: torch.Tensor, bf16: bool = False) -> Callable[[], object]:
     def run() -> None:
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), _autocast(bf16):
             model(x)
 
     return run
 
 
-def _training(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+def _training(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> Callable[[], object]:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def run() -> None:
         model.train()
         optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
+        with _autocast(bf16):
+            logits = model(x)
+        nn.functional.cross_entropy(logits.float(), y).backward()
         optimizer.step()
 
     return run
 
 
-def bench_model(*, reps: int, compile: bool, iterations: int = 1) -> dict[str, dict[str, float]]:
+def bench_model(
+    *, reps: int, compile: bool, iterations: int = 1, channels_last: bool = False, bf16: bool = False
+) -> dict[str, dict[str, float]]:
     set_compile(compile)
     torch.manual_seed(0)
-    x = torch.randn(BATCH, 3, 32, 32)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (BATCH,))
     models = {
         "resnet32": create_model("resnet32"),
@@ -103,8 +115,9 @@ def bench_model(*, reps: int, compile: bool, iterations: int = 1) -> dict[str, d
         "resnet32_global": create_model("resnet32_global", iterations=iterations),
         "resnet32_global without Global layers": without_global_layers(create_model("resnet32_global")),
     }
+    models = {name: model.to(memory_format=memory_format) for name, model in models.items()}
     results: dict[str, dict[str, float]] = {}
-    for mode, make in (("inference", lambda m: _inference(m, x)), ("training", lambda m: _training(m, x, y))):
+    for mode, make in (("inference", lambda m: _inference(m, x, bf16)), ("training", lambda m: _training(m, x, y, bf16))):
         fns = {name: make(model) for name, model in models.items()}
         if compile:
             start = time.perf_counter()
@@ -172,15 +185,16 @@ def _reset_peak_rss() -> None:
         pass
 
 
-def profile_model(*, rows: int = 18) -> None:
+def profile_model(*, rows: int = 18, channels_last: bool = False, bf16: bool = False) -> None:
     """The top operators by self CPU time in 3 inference and 3 training steps of resnet32_global."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.manual_seed(0)
-    x = torch.randn(BATCH, 3, 32, 32)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(BATCH, 3, 32, 32).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (BATCH,))
-    model = create_model("resnet32_global")
-    for mode, step in (("inference", _inference(model, x)), ("training", _training(model, x, y))):
+    model = create_model("resnet32_global").to(memory_format=memory_format)
+    for mode, step in (("inference", _inference(model, x, bf16)), ("training", _training(model, x, y, bf16))):
         step()
         step()
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -211,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--reps", type=int, default=7, help="interleaved repetitions per model")
     parser.add_argument("--compile", action="store_true", help="compile the Global layers (pdenas.nn.set_compile(True))")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--channels-last", action="store_true", help="models and inputs in channels-last memory format")
+    parser.add_argument("--bf16", action="store_true", help="under bfloat16 autocast")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of resnet32_global and exit")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
@@ -219,14 +235,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         torch.set_num_threads(args.threads)
     if args.profile:
         set_compile(args.compile)
-        profile_model()
+        profile_model(channels_last=args.channels_last, bf16=args.bf16)
         return {}
     if args.memory_child is not None:
         set_compile(args.compile)
         _memory_child(args.memory_child, reference=args.reference)
         return {}
-    print(f"# resnet32_global vs resnet32 ({'compiled' if args.compile else 'eager'}); {environment()}", flush=True)
-    results = bench_model(reps=args.reps, compile=args.compile)
+    setting = ", ".join(["compiled" if args.compile else "eager"] + ["channels-last"] * args.channels_last + ["bf16 autocast"] * args.bf16)
+    print(f"# resnet32_global vs resnet32 ({setting}); {environment()}", flush=True)
+    results = bench_model(reps=args.reps, compile=args.compile, channels_last=args.channels_last, bf16=args.bf16)
     print(markdown(results), flush=True)
     if not args.no_memory:
         results["memory MiB"] = {}

@@ -1,5 +1,9 @@
 """What a model costs: parameters, multiply-accumulates (MACs) and latency.
 
+Latency is measured in the runtime the model will be deployed to (:func:`measure_latency`): eager
+PyTorch, a TorchScript trace, ONNX Runtime or an AOTInductor package, at a batch size and a thread
+count, timed with ``torch.utils.benchmark.Timer`` (warm-up, then blocks of runs; the median per run).
+
 Two MAC figures are reported:
 
 * ``conv_macs``: what fvcore's ``FlopCountAnalysis`` counts out of the box (convolutions, linear
@@ -13,18 +17,29 @@ Two MAC figures are reported:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import statistics
-import time
+import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from ._util import preserved_modes
+from .nn import use_form
 
-__all__ = ["Cost", "profile", "latency", "macs_by_module", "count_params"]
+__all__ = [
+    "RUNTIMES", "Cost", "Latency", "LatencyError", "Runtime", "count_params", "latency", "macs_by_module",
+    "measure_latency", "profile",
+]
+
+Runtime = Literal["torch", "torchscript", "onnxruntime", "aoti"]
+RUNTIMES: tuple[str, ...] = ("torch", "torchscript", "onnxruntime", "aoti")
 
 # Elementwise arithmetic that fvcore leaves uncounted; each costs one MAC per output element.
 _ELEMENTWISE_OPS = (
@@ -65,6 +80,135 @@ def macs_by_module(model: nn.Module, example_input: torch.Tensor) -> dict[str, i
     return {name: int(value) // batch for name, value in counts.items()}
 
 
+class LatencyError(RuntimeError):
+    """A latency could not be measured in the runtime asked for; the one-line message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Latency:
+    """The median time of one inference call and what was measured.
+
+    Attributes:
+        median_ms: median milliseconds per call (one batch), after warm-up.
+        runtime: "torch" (eager), "torchscript", "onnxruntime" or "aoti" (see :data:`RUNTIMES`).
+        batch_size: images per call.
+        threads: intra-op threads of the runtime.
+        device: where it ran ("cpu", "cuda:0", ...).
+        runs: calls timed (in blocks; the median is over blocks, per call).
+    """
+
+    median_ms: float
+    runtime: str
+    batch_size: int
+    threads: int
+    device: str
+    runs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_latency(
+    model: nn.Module,
+    input_size: Sequence[int] = (3, 32, 32),
+    *,
+    runtime: Runtime = "torch",
+    batch_size: int = 1,
+    threads: int | None = None,
+    device: str | torch.device | None = None,
+    min_run_time: float = 0.2,
+) -> Latency:
+    """Median latency of an inference call of ``model`` on a batch of ``batch_size`` inputs of shape
+    ``input_size`` (C, H, W), run as ``runtime`` with ``threads`` intra-op threads.
+
+    ``"torch"`` times the model itself (eval mode, ``torch.inference_mode``); ``"torchscript"``,
+    ``"onnxruntime"`` and ``"aoti"`` first write the model with :mod:`pdenas.export`'s writers to a
+    temporary file (the AOTInductor package compiles C++: about a minute) and time that file in its
+    runtime (onnxruntime: an ``InferenceSession`` with ``intra_op_num_threads``). Timing:
+    ``torch.utils.benchmark.Timer.blocked_autorange`` for at least ``min_run_time`` seconds after a
+    warm-up call. ``threads`` defaults to ``torch.get_num_threads()``. Every module keeps its train/eval
+    flag afterwards.
+
+    Raises:
+        LatencyError: an unknown runtime, a runtime that is not installed (onnxruntime: ``pip install
+            'pdenas[onnx]'``), a model the runtime's writer cannot export, or bad sizes.
+    """
+    if runtime not in RUNTIMES:
+        raise LatencyError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LatencyError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise LatencyError(f"threads must be a whole number >= 1, got {threads!r}")
+    threads = threads or torch.get_num_threads()
+    inputs = _example_input(model, input_size, device, batch_size=batch_size)
+    if runtime == "onnxruntime" and inputs.device.type != "cpu":
+        raise LatencyError(f"runtime 'onnxruntime' runs on the CPU here; the model is on {inputs.device}: pass device='cpu'")
+    with preserved_modes(model, False), _torch_threads(threads), tempfile.TemporaryDirectory(prefix="pdenas-latency-") as folder:
+        call = _runner(model, inputs, runtime, threads, Path(folder))
+        call()  # warm-up: first-call allocations, oneDNN primitives, ORT's arena
+        timer = _timer_class()(stmt="call()", globals={"call": call}, num_threads=threads)
+        measured = timer.blocked_autorange(min_run_time=min_run_time)
+    return Latency(
+        median_ms=measured.median * 1e3, runtime=runtime, batch_size=batch_size, threads=threads,
+        device=str(inputs.device), runs=measured.number_per_run * len(measured.times),
+    )
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _runner(model: nn.Module, inputs: torch.Tensor, runtime: str, threads: int, folder: Path) -> Callable[[], Any]:
+    """A no-argument call that runs one inference of ``inputs`` in ``runtime`` (writing the file it needs)."""
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+        except ImportError:
+            raise LatencyError("runtime 'onnxruntime' needs onnxruntime: pip install 'pdenas[onnx]'") from None
+    from .export import ExportError, aoti_runner, export_aoti, export_onnx, export_torchscript
+
+    sync = _synchronize if inputs.device.type == "cuda" else (lambda device: None)
+    try:
+        if runtime == "torch":
+            def run_torch() -> None:
+                with torch.inference_mode():
+                    model(inputs)
+                sync(inputs.device)
+
+            return run_torch
+        if runtime == "torchscript":
+            export_torchscript(model, folder / "model.pt", inputs)
+            scripted = torch.jit.load(str(folder / "model.pt"), map_location=inputs.device)
+            return _no_grad_call(scripted, inputs, sync)
+        if runtime == "aoti":
+            export_aoti(model, folder / "model.pt2", inputs)
+            return _no_grad_call(aoti_runner(folder / "model.pt2"), inputs, sync)
+        export_onnx(model, folder / "model.onnx", inputs)
+    except ExportError as err:
+        raise LatencyError(f"cannot measure the latency in {runtime}: {err}") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: inputs.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _no_grad_call(fn: Callable[[torch.Tensor], Any], inputs: torch.Tensor, sync: Callable[[torch.device], None]) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            fn(inputs)
+        sync(inputs.device)
+
+    return run
+
+
 def latency(
     model: nn.Module,
     input_size: Sequence[int] = (3, 32, 32),
@@ -74,18 +218,37 @@ def latency(
     repeats: int = 20,
     warmup: int = 3,
 ) -> float:
-    """Median wall time in seconds of one inference forward pass on a batch, after warm-up."""
+    """Median wall time in seconds of one eager inference forward pass on a batch, after ``warmup`` calls,
+    over ``repeats`` calls each timed with ``torch.utils.benchmark.Timer``.
+
+    The search's and the export's measure (kept for them); :func:`measure_latency` measures in any runtime.
+    """
     inputs = _example_input(model, input_size, device, batch_size=batch_size)
-    times: list[float] = []
-    with preserved_modes(model, False), torch.inference_mode():
-        for i in range(warmup + repeats):
-            _synchronize(inputs.device)
-            start = time.perf_counter()
+    sync = _synchronize if inputs.device.type == "cuda" else (lambda device: None)
+
+    def call() -> None:
+        with torch.inference_mode():
             model(inputs)
-            _synchronize(inputs.device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        sync(inputs.device)
+
+    with preserved_modes(model, False):
+        for _ in range(warmup):
+            call()
+        timer = _timer_class()(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads())
+        return statistics.median(timer.timeit(1).median for _ in range(repeats))
+
+
+def _timer_class() -> Any:
+    """``torch.utils.benchmark.Timer``, imported on first use: its import loads ``torch.utils.cpp_extension``,
+    which logs a warning about CUDA_HOME on machines without CUDA (not ours to show)."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Timer
+    finally:
+        logger.setLevel(level)
+    return Timer
 
 
 def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> Any:
@@ -93,7 +256,7 @@ def _analysis(model: nn.Module, example: torch.Tensor, *, elementwise: bool) -> 
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis
 
-    with preserved_modes(model, False):
+    with preserved_modes(model, False), use_form("plain"):  # Global layers as the scheme's plain operations
         analysis = FlopCountAnalysis(model, example)
         if elementwise:
             analysis.set_op_handle(**{op: _elementwise_macs for op in _ELEMENTWISE_OPS})

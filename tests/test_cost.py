@@ -1,8 +1,10 @@
+import sys
+
 import pytest
 import torch
 from torch import nn
 
-from pdenas.cost import latency, macs_by_module, profile
+from pdenas.cost import LatencyError, latency, macs_by_module, measure_latency, profile
 from pdenas.zoo import create_model, list_models
 
 
@@ -61,3 +63,57 @@ def test_profile_restores_each_module_flag():
     profile(model)
     latency(model, (3, 32, 32), repeats=1, warmup=0)
     assert model.training and not model.bn1.training
+
+
+# ------------------------------------------------------------------------------------------ measure_latency
+
+
+def _calls(model):
+    """Record the batch size and the torch thread count of every forward call of ``model``."""
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append((args[0].shape[0], torch.get_num_threads())))
+    return seen
+
+
+@pytest.mark.parametrize("runtime", ["torch", "torchscript", "onnxruntime"])
+def test_measure_latency_in_each_runtime(runtime):
+    if runtime == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    model = create_model("resnet_tiny_global", iterations=1).train()
+    result = measure_latency(model, (3, 32, 32), runtime=runtime, batch_size=3, threads=1, min_run_time=0.05)
+    assert result.runtime == runtime and result.batch_size == 3 and result.threads == 1 and result.device == "cpu"
+    assert result.median_ms > 0 and result.runs >= 1
+    assert model.training  # measured in eval mode, the flags restored
+    assert set(result.to_dict()) == {"median_ms", "runtime", "batch_size", "threads", "device", "runs"}
+
+
+def test_measure_latency_runs_the_batch_and_threads_it_reports():
+    model = create_model("resnet_tiny")
+    seen = _calls(model)
+    before = torch.get_num_threads()
+    measure_latency(model, (3, 32, 32), batch_size=5, threads=1, min_run_time=0.02)
+    assert seen and all(call == (5, 1) for call in seen)
+    assert torch.get_num_threads() == before
+    seen.clear()
+    measure_latency(model, (3, 16, 16), batch_size=2, min_run_time=0.02)  # threads: torch's current count
+    assert seen and all(call == (2, before) for call in seen)
+
+
+def test_measure_latency_errors_are_one_line(monkeypatch):
+    model = create_model("resnet_tiny")
+    with pytest.raises(LatencyError, match=r"^unknown runtime 'tflite'; known: torch, torchscript, onnxruntime, aoti$"):
+        measure_latency(model, runtime="tflite")  # type: ignore[arg-type]
+    with pytest.raises(LatencyError, match="batch_size must be a whole number >= 1, got 0"):
+        measure_latency(model, batch_size=0)
+    with pytest.raises(LatencyError, match="threads must be a whole number >= 1, got 0"):
+        measure_latency(model, threads=0)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    with pytest.raises(LatencyError, match=r"^runtime 'onnxruntime' needs onnxruntime: pip install 'pdenas\[onnx\]'$"):
+        measure_latency(model, runtime="onnxruntime")
+
+
+@pytest.mark.slow
+def test_measure_latency_in_aoti():
+    """Compiles C++ with AOTInductor: about a minute."""
+    result = measure_latency(create_model("resnet_tiny_global"), runtime="aoti", threads=1, min_run_time=0.05)
+    assert result.runtime == "aoti" and result.median_ms > 0

@@ -1,6 +1,8 @@
-"""Writing a model to a deployable file and running that file: TorchScript (``torch.jit.trace``) and ONNX
+"""Writing a model to a deployable file and running that file: TorchScript (``torch.jit.trace``), ONNX
 (the TorchScript-based exporter, falling back to the ``torch.export``-based one; run with onnxruntime, or
-with ``onnx``'s reference evaluator where onnxruntime is missing).
+with ``onnx``'s reference evaluator where onnxruntime is missing) and an AOTInductor package
+(``torch.export`` compiled ahead of time to C++ with the elementwise work fused, run with
+``torch._inductor.aoti_load_package``). None of the files needs pdenas to run.
 
 Every writer replaces its file atomically: a crash leaves the old file or none, never half of one.
 """
@@ -11,25 +13,30 @@ import contextlib
 import functools
 import io
 import math
+import shutil
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from .._util import atomic_write, first_line
+from .._util import atomic_write, first_line, preserved_modes
+from ..nn import Form, use_form
 from ._errors import ExportError
 
 __all__ = [
+    "aoti_runner",
     "CHECK_BATCH",
-    "ONNX_OPSET",
-    "ONNX_OPSET_DYNAMO",
     "check_formats",
+    "export_aoti",
     "export_onnx",
     "export_torchscript",
     "max_abs_diff",
+    "ONNX_OPSET",
+    "ONNX_OPSET_DYNAMO",
     "onnx_runner",
     "quiet",
 ]
@@ -59,22 +66,48 @@ def check_formats(formats: tuple[str, ...]) -> None:
 
 
 def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> None:
-    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``)."""
+    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``, without pdenas).
+
+    Global layers in eval mode are recorded in their fused eager form (:mod:`pdenas.nn._forms`) with their
+    folded constants; a small batch records the path for small feature maps (``torch.roll`` shifts, one
+    grouped convolution), a large one the path for large maps: trace with the batch size you deploy.
+    """
     path = Path(path)
     try:
         with quiet(), torch.no_grad():
+            _warm_up(model, example, "fused")
             traced = torch.jit.trace(model, example, check_trace=False)
+            # an inference file: the fused passes write into buffers (out=), which autograd refuses when a
+            # weight requires grad, as it would in a caller's forward without torch.no_grad()
+            for param in traced.parameters():
+                param.requires_grad_(False)
             atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
 
 
-def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Callable[[str], None] | None = None) -> str:
-    """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); the exporter
-    used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why)."""
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    example: Tensor,
+    *,
+    say: Callable[[str], None] | None = None,
+    exporter: Literal["auto", "torchscript", "dynamo"] = "auto",
+) -> str:
+    """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); returns the
+    exporter used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why).
+    ``exporter`` names one of the two to use only that one.
+
+    Global layers in eval mode are written in their short inference form (``"conv"``, see
+    :mod:`pdenas.nn._inference`), which is specific to ``example``'s height and width.
+    """
+    if exporter not in ("auto", "torchscript", "dynamo"):
+        raise ExportError(f"unknown ONNX exporter {exporter!r}; use 'auto', 'torchscript' or 'dynamo'")
     path = Path(path)
+    with quiet(), torch.no_grad():
+        _warm_up(model, example, "conv")
     errors: list[str] = []
-    for name in ("torchscript", "dynamo"):
+    for name in ("torchscript", "dynamo") if exporter == "auto" else (exporter,):
         write = functools.partial(onnx_export_once, model, example, dynamo=name == "dynamo")
         try:
             with quiet():
@@ -84,8 +117,56 @@ def export_onnx(model: nn.Module, path: str | Path, example: Tensor, *, say: Cal
             return name
         except Exception as err:  # noqa: BLE001 - try the other exporter
             errors.append(f"{name}: {type(err).__name__}: {first_line(err)}")
-    raise ExportError(f"ONNX export failed with both exporters ({'; '.join(errors)}); is the onnx extra installed "
+    tried = "both exporters" if len(errors) > 1 else "the exporter asked for"
+    raise ExportError(f"ONNX export failed with {tried} ({'; '.join(errors)}); is the onnx extra installed "
                       "(pip install 'pdenas[onnx]')?")
+
+
+def export_aoti(model: nn.Module, path: str | Path, example: Tensor, *, max_batch: int = 4096) -> None:
+    """Compile ``model`` ahead of time with AOTInductor into a ``.pt2`` package at ``path``.
+
+    ``torch.export`` (dynamic batch, 1 to ``max_batch``; height and width fixed to ``example``'s), then
+    ``torch._inductor.aoti_compile_and_package`` with freezing on: the weights become constants, BatchNorms
+    are folded into the convolutions and the elementwise work (the Global layers' solver, recorded in
+    their plain form) is fused into generated C++ loops. It compiles C++ (a C++ compiler must be
+    installed) and takes about a minute; run the package with :func:`aoti_runner` or, without pdenas,
+    ``torch._inductor.aoti_load_package(path)(x)``.
+    """
+    path = Path(path)
+    if path.suffix != ".pt2":
+        raise ExportError(f"an AOTInductor package must be named *.pt2, got {path.name}")
+    # torch.export specialises a dimension of size 1: export on at least two images
+    example = example if example.shape[0] > 1 else example.expand(2, *example.shape[1:]).contiguous()
+    try:
+        with quiet(), torch.no_grad(), preserved_modes(model, False):
+            batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
+                # compiled under its own name (the package's folder inside is named after the file), then moved
+                built = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(Path(folder) / path.name), inductor_configs={"freezing": True}
+                )
+                atomic_write(path, lambda tmp: shutil.copyfile(built, tmp))
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"AOTInductor export failed: {type(err).__name__}: {first_line(err)}") from None
+
+
+def aoti_runner(path: str | Path) -> Callable[[Tensor], Tensor]:
+    """The compiled model of an AOTInductor package written by :func:`export_aoti` (call it with a batch)."""
+    try:
+        with quiet():
+            compiled = torch._inductor.aoti_load_package(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise ExportError(f"cannot load the AOTInductor package {path}: {type(err).__name__}: {first_line(err)}") from None
+    return compiled
+
+
+def _warm_up(model: nn.Module, example: Tensor, form: Form) -> None:
+    """Run an eval-mode ``model`` once in ``form`` so that its Global layers build their folded constants
+    here, not inside the trace (where building them would be recorded and redone at every call)."""
+    if not any(m.training for m in model.modules()):
+        with use_form(form):
+            model(example)
 
 
 def onnx_export_once(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool) -> None:

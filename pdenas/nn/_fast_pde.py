@@ -39,7 +39,7 @@ from torch.autograd.function import once_differentiable
 
 from . import _compiled_pde
 from ._compile import CompiledOrEager
-from ._shift import diff_rolled, fma_rolled_, mul_rolled, pair_rolled
+from ._shift import RolledShifts, SegmentShifts, diff_rolled, fma_rolled_, is_small, mul_rolled
 
 __all__ = ["GlobalPDEFunction", "Coefficients", "global_pde_fast", "coefficients", "solve"]
 
@@ -104,13 +104,22 @@ def global_pde_fast(
         return GlobalPDEFunction.apply(f, h, h_prev, u, v, Dx, Dy, opts)
     if compiled:
         return _compiled_last(f, h, h_prev, u, v, Dx, Dy, *opts[:5])
+    # small maps: one operation per neighbour (torch.roll copies) instead of per-segment views
+    shifts = _ROLLED if is_small(f) else _SEGMENTS
     if iterations == 1 and h_prev is f and forcing and all(isinstance(x, Tensor) for x in (u, v, Dx, Dy)):
-        return single_step(f, h, u, v, Dx, Dy, opts)
+        return single_step(f, h, u, v, Dx, Dy, opts, shifts=shifts)
     co = coefficients(f, u, v, Dx, Dy, opts, fold_source=h_prev is f)
-    return solve(h, h_prev, co, opts, keep_states=False)[-1]
+    return solve(h, h_prev, co, opts, keep_states=False, shifts=shifts)[-1]
 
 
-def single_step(f: Tensor, h: Tensor, u: Tensor, v: Tensor, Dx: Tensor, Dy: Tensor, opts: Options) -> Tensor:
+_SEGMENTS = SegmentShifts()
+_ROLLED = RolledShifts()
+
+
+def single_step(
+    f: Tensor, h: Tensor, u: Tensor, v: Tensor, Dx: Tensor, Dy: Tensor, opts: Options,
+    *, shifts: SegmentShifts | RolledShifts = _SEGMENTS,
+) -> Tensor:
     """One step from ``H_{-1} = f`` without materialising the fields (inference, the paper's K = 1).
 
     With the fields written out, ``H_1 = X / den - f`` where ``den = 1 + 2Bx + 2By`` and
@@ -125,9 +134,9 @@ def single_step(f: Tensor, h: Tensor, u: Tensor, v: Tensor, Dx: Tensor, Dy: Tens
     X = torch.mul(f, 2.0 + 2.0 * dt)  # (B, C, H, W)
     T = torch.empty_like(X)  # (B, C, H, W) scratch
     for x_dim, shift, diff, vel, gam, al in ((2, dx, Dx, u, 2 * dt / dx**2, dt / dx), (3, dy, Dy, v, 2 * dt / dy**2, dt / dy)):
-        X.addcmul_(diff, pair_rolled(h, shift, x_dim, sign=1.0, out=T), value=gam)
-        X.addcmul_(vel, pair_rolled(h, -shift, x_dim, sign=-1.0, out=T), value=al)
-        X.addcmul_(h, pair_rolled(vel, shift, x_dim, sign=-1.0, out=T), value=-al)
+        X.addcmul_(diff, shifts.pair(h, shift, x_dim, sign=1.0, out=T), value=gam)
+        X.addcmul_(vel, shifts.pair(h, -shift, x_dim, sign=-1.0, out=T), value=al)
+        X.addcmul_(h, shifts.pair(vel, shift, x_dim, sign=-1.0, out=T), value=-al)
     den = torch.mul(Dx, 2 * dt / dx**2, out=T).add_(Dy, alpha=2 * dt / dy**2).add_(1.0)
     return X.div_(den).sub_(f)
 
@@ -192,7 +201,10 @@ def _pair(D: Field, diff: Field, gam: float, vel: Field, al: float) -> tuple[Fie
     return _add(base, adv, -1.0), _add(base, adv, 1.0)
 
 
-def solve(h: Tensor, h_prev: Tensor, co: Coefficients, opts: Options, *, keep_states: bool) -> list[Tensor]:
+def solve(
+    h: Tensor, h_prev: Tensor, co: Coefficients, opts: Options, *, keep_states: bool,
+    shifts: SegmentShifts | RolledShifts = _SEGMENTS,
+) -> list[Tensor]:
     """Run the iterations; returns ``[H_{-1}, H_0, ..., H_K]`` (only the last two unless ``keep_states``)."""
     dx, dy = opts.dx, opts.dy
     states = [h_prev, h]
@@ -208,10 +220,10 @@ def solve(h: Tensor, h_prev: Tensor, co: Coefficients, opts: Options, *, keep_st
             out.addcmul_(co.b, H)
         elif co.b != 0.0:
             out.add_(H, alpha=co.b)
-        fma_rolled_(out, co.c_hp, H, dx, 2)
-        fma_rolled_(out, co.c_hm, H, -dx, 2)
-        fma_rolled_(out, co.c_wp, H, dy, 3)
-        fma_rolled_(out, co.c_wm, H, -dy, 3)
+        shifts.fma_(out, co.c_hp, H, dx, 2)
+        shifts.fma_(out, co.c_hm, H, -dx, 2)
+        shifts.fma_(out, co.c_wp, H, dy, 3)
+        shifts.fma_(out, co.c_wm, H, -dy, 3)
         states.append(out)
         if not keep_states:
             states = states[-2:]

@@ -11,20 +11,32 @@ and returns ``ReLU(BN(H_K))`` (plus f when residual). The coefficient BatchNorms
 ``eps = channels`` by default, as the paper's public code does (``BatchNorm2d(C, C)``): the large
 eps keeps the coefficients small and the explicit scheme stable.
 
-Execution (same numbers on every path, to float32 rounding):
+Execution (same numbers on every path, to float32 rounding; :meth:`GlobalLayer._form` chooses):
 
-* eager (the default): the depthwise convolutions and the solver run on a channels-last copy of
-  the feature map (oneDNN's depthwise kernels are about 2.4x faster there, and the scheme's shifted
-  views along W stay contiguous), the output and its gradient are returned in the input's memory
-  format (:mod:`pdenas.nn._layout`); in eval mode each coefficient BN is folded into its
-  convolution (:mod:`pdenas.nn._bn_fold`); the solver is the fused one with the adjoint backward
-  (:mod:`pdenas.nn._fast_pde`);
-* compiled (opt-in, ``pdenas.nn.set_compile``, :mod:`pdenas.nn._compile`): in eval mode this whole
-  forward under ``torch.compile``; in training the eager forward with the solver's forward and
-  backward compiled;
-* traced (``torch.jit``, used by :mod:`pdenas.cost` and TorchScript/ONNX export, or
-  ``torch.export``): the modules and plain tensor operations exactly as written in the paper's code,
-  so every elementwise MAC of the solver is counted and exporters see standard ops.
+* ``"fused"``, eager (the default): the depthwise convolutions and the solver run on a channels-last
+  copy of the feature map (oneDNN's depthwise kernels are about 2.4x faster there, and the scheme's
+  shifted views along W stay contiguous), the output and its gradient are returned in the input's
+  memory format (:mod:`pdenas.nn._layout`); in eval mode without autograd each coefficient BN is
+  folded into its convolution and the output BN into one multiply-add, with the folded constants
+  cached on the layer (:mod:`pdenas.nn._bn_fold`); the solver is the fused one with the adjoint
+  backward (:mod:`pdenas.nn._fast_pde`). A TorchScript trace in eval mode records this form;
+* ``"compiled"`` (opt-in, ``pdenas.nn.set_compile``, :mod:`pdenas.nn._compile`): in eval mode this
+  whole forward under ``torch.compile``; in training the eager forward with the solver's forward
+  and backward compiled;
+* ``"conv"``: ONNX export in eval mode records the short inference form of :mod:`pdenas.nn._inference`
+  (periodic stencils as depthwise convolutions);
+* ``"plain"``: the modules and plain tensor operations exactly as written in the paper's code, so
+  every elementwise MAC of the solver is counted (:mod:`pdenas.cost`) and ``torch.export`` /
+  AOTInductor sees standard ops it can fuse; also any traced or exported training-mode layer.
+
+:func:`pdenas.nn.use_form` overrides the form of eval-mode calls in a block of code (:mod:`pdenas.nn._forms`).
+
+Under bfloat16 autocast (``pdenas.train``'s ``precision="bf16"``) the branches' convolutions run in
+bfloat16 and the solver in the dtype of the layer's input, on its fused path. Running the solver in
+float32 instead was measured (training step of a (32, 16, 32, 32) layer, one thread): 20-30 % slower,
+for a worst parameter-gradient error against float32 of 5.7 instead of 6.1 % (K = 1) and 8.7 instead
+of 9.0 % (K = 5); the error comes from the bfloat16 convolutions and BatchNorms, and the fused solver is
+as close to float32 as autograd through the plain operations under the same autocast (tests/nn/test_autocast.py).
 """
 
 from __future__ import annotations
@@ -34,10 +46,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import functional as PF
-from ._bn_fold import fold_conv_bn
+from ._bn_fold import bn_affine, fold_conv_bn, frozen
 from ._compile import CompiledOrEager, compile_enabled
 from ._config import GlobalLayerConfig
-from ._layout import relayout
+from ._forms import requested_form
+from ._inference import can_fold, inference_form
+from ._layout import memory_format_of, relayout
+from ._shift import is_small
 
 __all__ = ["GlobalLayer", "GlobalLayerUnstableError"]
 
@@ -91,20 +106,43 @@ class GlobalLayer(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, f: Tensor) -> Tensor:  # f: (B, C, H, W)
-        if PF.is_tracing():
-            return self._forward_traced(f)
+        form = self._form(f)
+        if form == "plain":
+            return self._forward_plain(f)
+        if form == "conv":
+            return inference_form(self, (int(f.shape[-2]), int(f.shape[-1])))(f)
         check = self.training
-        if not self.training and compile_enabled(f.device):
+        folded = _folded(self)  # the eval-mode constants, built and cached here, outside any compiled graph
+        if form == "compiled":
             # inference: the whole layer in one compiled graph (convs with folded BNs, fused solver, BN, ReLU)
-            out, finite = _compiled_forward(self, f, check)
+            out, finite = _compiled_forward(self, f, check, folded)
         else:
-            # training: eager convs and BNs; the solver's forward and backward run compiled when enabled
-            out, finite = _forward_fused(self, f, check)
+            # eager convs and BNs; in training the solver's forward and backward run compiled when enabled
+            out, finite = _forward_fused(self, f, check, folded)
         if finite is not None and not bool(finite):
             self._raise_unstable()
         return out
 
-    def _forward_traced(self, f: Tensor) -> Tensor:
+    def _form(self, f: Tensor) -> str:
+        """How this call runs: "plain", "fused", "compiled" or "conv" (see the module docstring)."""
+        onnx = torch.onnx.is_in_onnx_export()
+        capturing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
+        tracing = torch.jit.is_tracing()
+        if self.training:
+            # a custom autograd Function cannot be traced or exported: plain differentiable operations
+            return "plain" if (onnx or capturing or tracing) else "fused"
+        if capturing and not onnx:
+            return "plain"  # torch.export (AOTInductor) and torch.compile fuse the plain operations
+        form = requested_form() or ("conv" if onnx else "fused")
+        if form == "conv" and not can_fold(self):
+            return "plain"  # BatchNorms without running statistics normalise per batch
+        if form == "fused" and tracing and torch.is_grad_enabled():
+            return "plain"  # with autograd the fused solver is a custom Function a trace cannot record
+        if form == "fused" and not (onnx or tracing) and compile_enabled(f.device):
+            return "compiled"
+        return form
+
+    def _forward_plain(self, f: Tensor) -> Tensor:
         """The layer as the paper's code writes it: modules, then the solver as plain tensor ops."""
         cfg = self.config
         h = self.init_block(f)  # (B, C, H, W)
@@ -118,6 +156,21 @@ class GlobalLayer(nn.Module):
         )  # (B, C, H, W)
         out = self.relu(self.bn_out(H))
         return out + f if cfg.residual else out
+
+    def batchnorms(self) -> list[nn.BatchNorm2d]:
+        """The coefficient branches' BatchNorms and the output BatchNorm (not the init block's)."""
+        return [b[1] for b in self._branches()] + [self.bn_out]
+
+    def constant_sources(self) -> list[Tensor]:
+        """The tensors the eval-mode constants derive from: the branches' conv weights, every BatchNorm's
+        affine parameters and running statistics (the init block runs as a module and is not folded)."""
+        tensors = [b[0].weight for b in self._branches()] + [b[0].bias for b in self._branches() if b[0].bias is not None]
+        for bn in self.batchnorms():
+            tensors += [t for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var) if t is not None]
+        return tensors
+
+    def _branches(self) -> list[nn.Module]:
+        return [b for b in (self.u, self.v, self.diff_x, self.diff_y) if b is not None]
 
     def _raise_unstable(self) -> None:
         where = self.name or f"GlobalLayer(channels={self.channels})"
@@ -136,51 +189,101 @@ class GlobalLayer(nn.Module):
         )
 
 
-def _forward_fused(layer: GlobalLayer, f: Tensor, check: bool) -> tuple[Tensor, Tensor | None]:
-    """The layer's output and, when ``check``, whether the solver's output is finite (a 0-dim bool tensor)."""
+def _forward_fused(
+    layer: GlobalLayer, f: Tensor, check: bool, folded: dict[str, tuple[Tensor, Tensor]] | None
+) -> tuple[Tensor, Tensor | None]:
+    """The layer's output and, when ``check``, whether the solver's output is finite (a 0-dim bool tensor).
+
+    ``folded``: :func:`_folded`'s constants (None in training, with autograd, or without running statistics).
+    """
     cfg = layer.config
+    # small maps (batch 1): NCHW, one grouped convolution for the branches and torch.roll for the shifts,
+    # so that the number of operations stays small; large maps: channels-last (oneDNN's depthwise kernels)
+    small = folded is not None and is_small(f)
+    layout = torch.contiguous_format if small else torch.channels_last
     h = layer.init_block(f)  # (B, C, H, W)
-    layout = _internal_layout(f)
-    if layout is not None:
+    moved = not f.is_contiguous(memory_format=layout)
+    if moved:
         f_in = relayout(f, layout)
         h = f_in if h is f else relayout(h, layout)
     else:
         f_in = f
-    u = _coefficient(layer.u, h, layer.training, 0.0)
-    v = _coefficient(layer.v, h, layer.training, 0.0)
-    Dx = _coefficient(layer.diff_x, h, layer.training, cfg.cdx)
-    Dy = _coefficient(layer.diff_y, h, layer.training, cfg.cdy)
+    if small and "grouped" in folded:
+        fields = _grouped_coefficients(layer, h, folded)
+    else:
+        fields = {name: _coefficient(getattr(layer, name), h, folded, name) for name in _BRANCHES if getattr(layer, name) is not None}
+    # under autocast the branches' convolutions may return another dtype than f (bfloat16 after a float32
+    # op): the solver runs in f's dtype, on its fused path
+    fields = {name: x if x.dtype == f_in.dtype else x.to(f_in.dtype) for name, x in fields.items()}
+    h = h if h.dtype == f_in.dtype else h.to(f_in.dtype)
+    u, v = fields.get("u", 0.0), fields.get("v", 0.0)
+    Dx, Dy = fields.get("diff_x", cfg.cdx), fields.get("diff_y", cfg.cdy)
     H = PF.global_pde(
         f_in, h, u, v, Dx, Dy,
         iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing,
     )  # (B, C, H, W)
     # one read pass: the sum is non-finite iff some value is (or |H| ~ 1e38 / numel: diverged anyway)
     finite = torch.isfinite(H.sum()) if check else None
-    out = layer.relu(layer.bn_out(H))
-    if layout is not None:
-        out = relayout(out, torch.contiguous_format)  # back to the caller's layout
+    if folded is not None:
+        scale, shift = folded["bn_out"]  # (1, C, 1, 1) each
+        out = torch.relu_(torch.addcmul(shift, H, scale))
+    else:
+        out = layer.relu(layer.bn_out(H))
+    if moved:
+        out = relayout(out, memory_format_of(f))  # back to the caller's layout
     return (out + f if cfg.residual else out), finite
 
 
 _compiled_forward = CompiledOrEager(_forward_fused, name="GlobalLayer.forward")
 
 
-def _coefficient(branch: nn.Module | None, h: Tensor, training: bool, constant: float) -> Tensor | float:
-    """ReLU(BN(dwconv(h))) of one coefficient branch, with BN folded into the conv in eval mode."""
-    if branch is None:
-        return constant
-    conv, bn = branch[0], branch[1]
-    folded = None if training else fold_conv_bn(conv, bn)
+_BRANCHES = ("u", "v", "diff_x", "diff_y")
+
+
+def _folded(layer: GlobalLayer) -> dict[str, tuple[Tensor, Tensor]] | None:
+    """The eval-mode constants: each branch's conv with its BN folded in, the branches as one grouped
+    convolution ("grouped": C -> nC channels, channel c n + k the k-th branch), the output BN as (scale, shift).
+
+    None when they do not apply: in training, when autograd records (the cached constants carry no
+    graph), or when a BatchNorm has no running statistics.
+    """
+    if layer.training or torch.is_grad_enabled() or not can_fold(layer):
+        return None
+
+    def build() -> dict[str, tuple[Tensor, Tensor]]:
+        folded = {}
+        for name in _BRANCHES:
+            branch = getattr(layer, name)
+            if branch is not None:
+                folded[name] = fold_conv_bn(branch[0], branch[1])
+        present = [name for name in _BRANCHES if name in folded]
+        if len(present) > 1:
+            weight = torch.stack([folded[n][0] for n in present], 1).flatten(0, 1)  # (nC, 1, 3, 3)
+            bias = torch.stack([folded[n][1] for n in present], 1).flatten()  # (nC,)
+            folded["grouped"] = (weight, bias)
+        scale, shift = bn_affine(layer.bn_out)
+        folded["bn_out"] = (scale.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1))
+        return folded
+
+    return frozen(layer, "folded", None, build, layer.constant_sources())
+
+
+def _coefficient(branch: nn.Module, h: Tensor, folded: dict[str, tuple[Tensor, Tensor]] | None, name: str) -> Tensor:
+    """ReLU(BN(dwconv(h))) of one coefficient branch, as one convolution with BN folded when ``folded``."""
     if folded is None:
         return branch(h)
-    weight, bias = folded
+    conv = branch[0]
+    weight, bias = folded[name]
     return torch.relu_(F.conv2d(h, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups))
 
 
-def _internal_layout(f: Tensor) -> torch.memory_format | None:
-    """channels_last for a 4-D input not already channels-last, else None (keep the input's layout)."""
-    if f.dim() != 4:
-        return None
-    if f.is_contiguous(memory_format=torch.channels_last):
-        return None
-    return torch.channels_last
+def _grouped_coefficients(layer: GlobalLayer, h: Tensor, folded: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Every branch in one grouped convolution (one call instead of up to four); each field a strided view."""
+    names = [name for name in _BRANCHES if name in folded]
+    conv = getattr(layer, names[0])[0]
+    weight, bias = folded["grouped"]
+    out = torch.relu_(F.conv2d(h, weight, bias, conv.stride, conv.padding, conv.dilation, layer.channels))  # (B, nC, H, W)
+    fields = out.unflatten(1, (layer.channels, len(names)))  # (B, C, n, H, W)
+    return {name: fields[:, :, k] for k, name in enumerate(names)}
+
+

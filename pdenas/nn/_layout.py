@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["relayout"]
+__all__ = ["memory_format_of", "relayout"]
 
 
 def relayout(x: Tensor, memory_format: torch.memory_format) -> Tensor:
@@ -25,7 +25,8 @@ def relayout(x: Tensor, memory_format: torch.memory_format) -> Tensor:
     return _Relayout.apply(x, memory_format)
 
 
-def _format_of(x: Tensor) -> torch.memory_format:
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """channels_last for a channels-last (and not also contiguous) 4-D tensor, else contiguous_format."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     return torch.contiguous_format
@@ -34,7 +35,7 @@ def _format_of(x: Tensor) -> torch.memory_format:
 class _Relayout(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, memory_format: torch.memory_format) -> Tensor:  # type: ignore[override]
-        ctx.back = _format_of(x)
+        ctx.back = memory_format_of(x)
         return x.contiguous(memory_format=memory_format)  # (B, C, H, W), new strides
 
     @staticmethod

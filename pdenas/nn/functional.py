@@ -20,9 +20,10 @@ with ``Ax = u dt/dx``, ``Ay = v dt/dy``, ``Bx = Dx dt/dx^2``, ``By = Dy dt/dy^2`
 numbers with the stencil coefficients folded once per call, since they do not change across
 iterations: by default on the fused path of :mod:`pdenas.nn._fast_pde` (in-place passes, shifted
 views instead of ``torch.roll`` copies, and a custom autograd Function whose backward is the adjoint
-iteration). While ``torch.jit`` traces (fvcore's MAC counting in :mod:`pdenas.cost`) or
-``torch.compile`` captures the graph, it runs the same arithmetic as plain tensor operations
-(:func:`global_pde_unfused`), which the tracer can see and the compiler can fuse.
+iteration). While ``torch.export`` or ``torch.compile`` captures the graph, or ``torch.jit`` traces with
+autograd on (the custom Function cannot be recorded), it runs the same arithmetic as plain tensor
+operations (:func:`global_pde_unfused`), which the compiler can fuse; a ``torch.jit`` trace without
+autograd (TorchScript export) records the fused in-place passes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from torch import Tensor
 from ._compile import compile_enabled
 from ._fast_pde import global_pde_fast
 
-__all__ = ["global_pde", "global_pde_reference", "global_pde_unfused", "stencil_coefficients"]
+__all__ = ["global_layer_reference", "global_pde", "global_pde_reference", "global_pde_unfused", "stencil_coefficients"]
 
 Field = Union[Tensor, float]
 
@@ -71,7 +72,7 @@ def global_pde(
     if _fast_path_applies(f, h, h_prev, (u, v, Dx, Dy)):
         return global_pde_fast(
             f, h, u, v, Dx, Dy, iterations=iterations, dt=dt, dx=dx, dy=dy, h_prev=h_prev, forcing=forcing,
-            compiled=compile_enabled(f.device),
+            compiled=compile_enabled(f.device) and not torch.jit.is_tracing(),
         )
     return global_pde_unfused(
         f, h, u, v, Dx, Dy, iterations=iterations, dt=dt, dx=dx, dy=dy, h_prev=h_prev, forcing=forcing
@@ -177,6 +178,23 @@ def global_pde_reference(
     return H
 
 
+def global_layer_reference(layer: torch.nn.Module, f: Tensor) -> Tensor:
+    """A :class:`~pdenas.nn.GlobalLayer`'s forward as the paper's public code computes it: the init block,
+    the coefficient branches as modules (conv, BN, ReLU), :func:`global_pde_reference`, BN, ReLU
+    (+ f when residual). What every faster form is tested and benchmarked against."""
+    cfg = layer.config
+    h = layer.init_block(f)
+    u = layer.u(h) if layer.u is not None else 0.0
+    v = layer.v(h) if layer.v is not None else 0.0
+    Dx = layer.diff_x(h) if layer.diff_x is not None else cfg.cdx
+    Dy = layer.diff_y(h) if layer.diff_y is not None else cfg.cdy
+    H = global_pde_reference(
+        f, h, u, v, Dx, Dy, iterations=cfg.iterations, dt=cfg.dt, dx=cfg.dx, dy=cfg.dy, forcing=cfg.forcing
+    )
+    out = torch.relu(layer.bn_out(H))
+    return out + f if cfg.residual else out
+
+
 def _central_difference(x: Field, shift: int, *, dim: int, spacing: int) -> Field:
     """(S^+ x - S^- x) / (2 * spacing) with wrap-around; zero for a constant field."""
     if not isinstance(x, Tensor):
@@ -184,17 +202,12 @@ def _central_difference(x: Field, shift: int, *, dim: int, spacing: int) -> Fiel
     return (torch.roll(x, shift, dims=dim) - torch.roll(x, -shift, dims=dim)) / (2 * spacing)
 
 
-def is_tracing() -> bool:
-    """Whether ``torch.jit`` traces or ``torch.export`` exports: the graph must show plain tensor ops."""
-    if torch.jit.is_tracing():
-        return True
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    return bool(exporting is not None and exporting())
-
-
 def _fast_path_applies(f: Tensor, h: Tensor, h_prev: Tensor | None, fields: tuple[Field, ...]) -> bool:
-    """The fused path needs eager execution and fields that are floats or tensors shaped like f."""
-    if is_tracing() or torch.compiler.is_compiling():
+    """The fused path needs eager execution (or a ``torch.jit`` trace without autograd) and fields that are
+    floats or tensors shaped like f."""
+    if torch.compiler.is_exporting() or torch.compiler.is_compiling():
+        return False
+    if torch.jit.is_tracing() and torch.is_grad_enabled():
         return False
     if not f.is_floating_point():
         return False

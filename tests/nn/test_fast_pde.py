@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import pdenas.nn._compile as compile_mod
+import pdenas.nn._shift as shift_mod
 from pdenas.nn import GlobalLayer, GlobalLayerConfig, get_compile, set_compile
 from pdenas.nn._compiled_pde import pde_grads, pde_states
-from pdenas.nn._fast_pde import GlobalPDEFunction, global_pde_fast
+from pdenas.nn._fast_pde import global_pde_fast
 from pdenas.nn.functional import global_pde, global_pde_reference
 
 TOL = 1e-5  # max abs difference allowed in float32
@@ -79,11 +80,20 @@ def test_fast_path_variants(constant, h_prev, alias, forcing, iterations):
     _compare(global_pde_fast, values, iterations=iterations, dt=0.2, forcing=forcing)
 
 
+@pytest.fixture(params=["small", "large"])
+def map_size(request, monkeypatch):
+    """Run as if every feature map were small (torch.roll shifts, grouped branch convolution) or large
+    (segment views, channels-last)."""
+    monkeypatch.setattr(shift_mod, "SMALL_NUMEL", 1 << 40 if request.param == "small" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("shape,iterations,dx,dy", CASES[::2])
 @pytest.mark.parametrize("constant,h_prev", [((), False), (("Dx", "Dy"), False), ((), True), (("u", "v"), False)])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_inference_path_matches_reference(shape, iterations, dx, dy, constant, h_prev, layout):
-    """Without autograd (eval): K = 1 streams the step without fields, K > 1 reuses two buffers."""
+def test_inference_path_matches_reference(shape, iterations, dx, dy, constant, h_prev, layout, map_size):
+    """Without autograd (eval): K = 1 streams the step without fields, K > 1 reuses two buffers; shifts as
+    segment views (large maps) or torch.roll copies (small maps)."""
     values = [
         t.contiguous(memory_format=layout) if isinstance(t, torch.Tensor) else t
         for t in _inputs(shape, constant=constant, h_prev=h_prev, seed=iterations)
@@ -98,8 +108,13 @@ def test_inference_path_matches_reference(shape, iterations, dx, dy, constant, h
 def test_default_global_pde_takes_the_fast_path():
     values = _leaves(_inputs((1, 2, 5, 5)))
     out = global_pde(*values[:6], iterations=2, dt=0.2)
-    assert type(out.grad_fn).__name__ == "GlobalPDEFunctionBackward"
-    assert issubclass(GlobalPDEFunction, torch.autograd.Function)
+    assert type(out.grad_fn).__name__ == "GlobalPDEFunctionBackward"  # the adjoint backward, not autograd's
+    plain = global_pde_reference(*values[:6], iterations=2, dt=0.2)
+    assert type(plain.grad_fn).__name__ != "GlobalPDEFunctionBackward"
+    # a trace with autograd on cannot record the custom Function: the plain operations instead
+    traced = torch.jit.trace(lambda *t: global_pde(*t, 0.3, 0.3, iterations=2, dt=0.2), values[:4], check_trace=False)
+    assert "aten::roll" in {node.kind() for node in traced.inlined_graph.nodes()}
+    assert (traced(*values[:4]) - global_pde_reference(*values[:4], 0.3, 0.3, iterations=2, dt=0.2)).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("iterations,dx,dy,constant", [(1, 1, 1, ()), (3, 1, 2, ()), (2, 2, 1, ("Dx",))])
@@ -174,12 +189,17 @@ def _trained_layer(channels: int, **settings) -> GlobalLayer:
 
 
 @pytest.mark.parametrize("settings", [{}, {"iterations": 3, "residual": True}, {"diffusion": "constant"}])
-def test_eval_bn_folding_matches_unfused_eval(settings):
+def test_eval_bn_folding_matches_unfused_eval(settings, map_size):
     layer = _trained_layer(6, **settings)
     x = torch.randn(3, 6, 8, 9)
+    calls = []
+    for bn in layer.batchnorms():
+        bn.register_forward_hook(lambda *args: calls.append(1))
     with torch.no_grad():
         fused = layer(x)
-        unfused = layer._forward_traced(x)  # the modules as written: conv, BN, ReLU, plain solver
+        assert not calls  # every BatchNorm folded: no BatchNorm module ran
+        unfused = layer._forward_plain(x)  # the modules as written: conv, BN, ReLU, plain solver
+        assert len(calls) == len(layer.batchnorms())
     assert (fused - unfused).abs().max().item() <= TOL
 
 
@@ -189,7 +209,7 @@ def test_layer_train_step_matches_reference_gradients():
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     out = layer(xa)
     grads = torch.autograd.grad(out.square().sum(), [xa, *layer.parameters()])
-    ref = layer._forward_traced(xb)
+    ref = layer._forward_plain(xb)
     ref_grads = torch.autograd.grad(ref.square().sum(), [xb, *layer.parameters()])
     assert (out - ref).abs().max().item() <= TOL
     for g, r in zip(grads, ref_grads):
@@ -197,13 +217,19 @@ def test_layer_train_step_matches_reference_gradients():
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_layer_keeps_the_memory_format(memory_format):
+def test_layer_keeps_the_memory_format(memory_format, map_size):
     layer = GlobalLayer(4).train()
     x = torch.randn(2, 4, 5, 6).contiguous(memory_format=memory_format).requires_grad_()
     out = layer(x)
-    assert out.is_contiguous(memory_format=memory_format)
+    assert out.is_contiguous(memory_format=memory_format) and not out.is_contiguous(memory_format=_other(memory_format))
     out.sum().backward()
     assert x.grad.is_contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        assert layer.eval()(x).is_contiguous(memory_format=memory_format)
+
+
+def _other(memory_format: torch.memory_format) -> torch.memory_format:
+    return torch.channels_last if memory_format == torch.contiguous_format else torch.contiguous_format
 
 
 def test_compile_switch_and_fallback(monkeypatch):

@@ -100,6 +100,19 @@ def test_a_distillation_weight_needs_no_weights_file(tmp_path):
     assert SearchConfig.from_yaml(write(tmp_path, "budget:\n  distillation: 0.5\n")).budget.distillation == 0.5
 
 
+def test_distillation_defaults_on_only_for_a_given_original(tmp_path):
+    """Unset, the weight is 0.7 from weights the user gives (a well-trained teacher) and 0 from the original
+    trial 0 trains on the same budget; whatever the file says wins, and the stored configuration keeps it."""
+    from pdenas.search._config import DISTILLATION_WITH_WEIGHTS
+
+    assert SearchConfig.from_yaml(write(tmp_path, "budget:\n  epochs: 2\n")).budget.distillation == 0.0
+    given = SearchConfig.from_yaml(write(tmp_path, "budget:\n  epochs: 2\n"), weights="w.pt")  # as --weights does
+    assert given.budget.distillation == DISTILLATION_WITH_WEIGHTS == 0.7 and given.budget.epochs == 2
+    assert SearchConfig.from_yaml(write(tmp_path, "weights: w.pt\n")).budget.distillation == 0.7
+    assert SearchConfig.from_yaml(write(tmp_path, "weights: w.pt\nbudget:\n  distillation: 0\n")).budget.distillation == 0.0
+    assert SearchConfig.from_dict(given.with_overrides(weights=None).to_dict()).budget.distillation == 0.7
+
+
 def test_the_dt_grid_and_the_stagewise_section_are_read(tmp_path):
     config = SearchConfig.from_yaml(write(tmp_path, (
         "space:\n  dt: {low: 0.1, high: 0.4, step: 0.1}\n  global_init: [random, identity]\n"

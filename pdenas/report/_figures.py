@@ -177,15 +177,7 @@ def stage_figure(data: ReportData) -> go.Figure:
 
 
 def _stage_hover(v: StageVariantSummary) -> str:
-    lines = [f"<b>{html.escape(v.stage)}: {html.escape(v.text)}</b>", f"stage loss {v.loss:.3f}"]
-    if v.initial_loss is not None:
-        lines.append(f"before the stage-wise step {v.initial_loss:.3f}")
-    lines.append(f"MACs {fmt.count(v.macs)}")
-    if v.trials:
-        lines.append(f"trials {', '.join(map(str, v.trials))}: best accuracy {fmt.percent(v.best_accuracy)}")
-    elif v.original:
-        lines.append(f"the original model: accuracy {fmt.percent(v.best_accuracy)}")
-    return "<br>".join(lines)
+    return "<br>".join([f"<b>{html.escape(v.stage)}: {html.escape(v.text)}</b>", *map(html.escape, v.figures())])
 
 
 def _floor(accuracies: Sequence[float]) -> float:

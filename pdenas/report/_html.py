@@ -211,16 +211,12 @@ def _stage_table(data: ReportData) -> str:
 def _variant_cell(v: StageVariantSummary | None, added: float | None, gain: float | None) -> str:
     if v is None:
         return '<span class="note">not tried</span>'
-    lines = [_e(v.text), f"stage loss {v.loss:.3f}", f"MACs {_e(fmt.count(v.macs))}"]
+    lines = [v.text, *v.figures()]
     if added is not None:
-        lines[-1] += f" ({added:+.3g}M)"
+        lines.append(f"adds {added:.3g}M MACs")
     if gain is not None:
-        lines.append(f"{gain:.3g} loss per extra MMAC")
-    if v.trials:
-        lines.append(f"best trial accuracy {_e(fmt.percent(v.best_accuracy))} (of {len(v.trials)})")
-    elif v.original:
-        lines.append(f"original accuracy {_e(fmt.percent(v.best_accuracy))}")
-    return "<br>".join(lines)
+        lines.append(f"{gain:.3g} loss less per extra MMAC")
+    return "<br>".join(map(_e, lines))
 
 
 def _plan_cell(lines: list[str]) -> str:

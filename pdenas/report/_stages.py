@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .. import _format as fmt
 from ..search import OriginalModel, StageRecord, TrialRecord
 
 __all__ = ["StageChoice", "StageVariantSummary", "StageView", "stage_view"]
@@ -48,6 +49,18 @@ class StageVariantSummary:
     @property
     def original(self) -> bool:
         return self.key == ""
+
+    def figures(self) -> list[str]:
+        """Its figures in words, a line each (stage loss, loss before the step, MACs, the trials' accuracy)."""
+        lines = [f"stage loss {self.loss:.3f}"]
+        if self.initial_loss is not None:
+            lines.append(f"before the stage-wise step {self.initial_loss:.3f}")
+        lines.append(f"MACs {fmt.count(self.macs)}")
+        if self.trials:
+            lines.append(f"best accuracy {fmt.percent(self.best_accuracy)} of trials {', '.join(map(str, self.trials))}")
+        elif self.original:
+            lines.append(f"the original model's accuracy {fmt.percent(self.best_accuracy)}")
+        return lines
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,12 @@ def test_the_report_shows_the_stage_losses_and_the_per_stage_view(study_dir):
     assert stages_csv[0].startswith("stage,keep,blocks_loss") and len(stages_csv) == 1 + len(data.stages.choices)
     page = (study_dir / "report.html").read_text()
     assert "Where a Global layer pays, stage by stage" in page and 'id="stage-table"' in page
+    status = run_pdenas("status", str(study_dir)).stdout
+    used = sum(len(t.stages) for t in data.trials if t.stages)
+    assert f"stage-wise step: {len(data.stages.variants) - sum(v.original for v in data.stages.variants)} stage variants in 3 trials" in status
+    assert f"{sum(not s.reused for t in data.trials for s in (t.stages or {}).values())} trained and" in status and used == 12
+    assert all(f"{c.stage}, {c.keep} kept: {c.verdict[:40]}" in status for c in data.stages.choices)
+    assert "· loss " in run_pdenas("show", str(study_dir)).stdout  # each distilled stage's loss beside its plan line
 
 
 def test_export_reuses_the_variants_and_reproduces_the_trials_accuracy(study_dir, tmp_path, one_thread):

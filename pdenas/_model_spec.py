@@ -71,8 +71,10 @@ def read_tensor_file(path: Path, error: type[Exception], *, missing: str, prefix
 def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> nn.Module:
     """Load a state dict saved with ``torch.save`` into ``model`` (in place) and return ``model``.
 
-    The file may hold the state dict itself or a dict with a ``state_dict`` key; a ``module.``
-    prefix (``nn.DataParallel``) is removed. A mismatch names the missing and unexpected keys.
+    The file may hold the state dict itself, a dict with a ``state_dict`` key, or a checkpoint of
+    :func:`pdenas.save_compressed` made with the identity plan (the uncompressed model, e.g. a study's
+    ``original.pt`` or ``benchmarks/models/*.pt``); a ``module.`` prefix (``nn.DataParallel``) is
+    removed. A mismatch names the missing and unexpected keys.
     """
     path = Path(path)
     loaded = read_tensor_file(
@@ -82,6 +84,11 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
     state = _state_dict_of(loaded, path)
     state = _strip_prefix(state, "module.", model)
     problem = _mismatch(model, state, strict=strict)
+    if problem and _is_compressed(loaded):
+        raise WeightsError(
+            f"--weights {path} is a compressed model ({_plan_words(loaded)}), not the original: pass the original's "
+            "weights (a state dict, or a checkpoint saved with the identity plan)"
+        )
     if problem:
         raise WeightsError(f"--weights {path} does not fit the model: {problem}")
     model.load_state_dict(state, strict=strict)
@@ -198,8 +205,11 @@ def _unknown_model_message(spec: str) -> str:
 
 
 def _state_dict_of(loaded: Any, path: Path) -> Mapping[str, torch.Tensor]:
-    if isinstance(loaded, Mapping) and loaded.get("format") == "pdenas.compressed":
-        raise WeightsError(f"--weights {path} is a compressed-model checkpoint; load it with pdenas.load_compressed")
+    if _is_compressed(loaded) and _has_global_layers(loaded):
+        raise WeightsError(
+            f"--weights {path} is a compressed model ({_plan_words(loaded)}), not the original: load it with "
+            "pdenas.load_compressed, or pass the original's weights"
+        )
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
@@ -208,6 +218,30 @@ def _state_dict_of(loaded: Any, path: Path) -> Mapping[str, torch.Tensor]:
             "save weights with torch.save(model.state_dict(), path)"
         )
     return loaded
+
+
+def _is_compressed(loaded: Any) -> bool:
+    """A checkpoint of ``pdenas.save_compressed`` (its plan says what was kept; plain data, read here
+    without the surgery package, which builds on this module)."""
+    return isinstance(loaded, Mapping) and loaded.get("format") == "pdenas.compressed"
+
+
+def _stage_plans(loaded: Mapping[str, Any]) -> dict[str, Any]:
+    plan = loaded.get("plan")
+    stages = plan.get("stages") if isinstance(plan, Mapping) else None
+    return dict(stages) if isinstance(stages, Mapping) else {}
+
+
+def _has_global_layers(loaded: Mapping[str, Any]) -> bool:
+    return any(isinstance(p, Mapping) and p.get("global_layer") is not None for p in _stage_plans(loaded).values())
+
+
+def _plan_words(loaded: Mapping[str, Any]) -> str:
+    parts = []
+    for name, plan in _stage_plans(loaded).items():
+        if isinstance(plan, Mapping):
+            parts.append(f"{name}: keep {plan.get('keep')}" + (" + Global" if plan.get("global_layer") is not None else ""))
+    return "; ".join(parts[:4]) + ("; ..." if len(parts) > 4 else "") if parts else "no plan"
 
 
 def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str, model: nn.Module) -> Mapping[str, torch.Tensor]:

@@ -231,7 +231,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from optuna.trial import TrialState
 
     from . import _format as fmt
-    from .report import build_report_data, locate_study, open_study, print_pareto
+    from .report import build_report_data, locate_study, open_study, print_pareto, print_stage_verdicts
     from .search import StudyRecord
 
     location = locate_study(Path(args.dir))
@@ -245,7 +245,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     if original.macs is not None:
         console.print(f"original model: accuracy {fmt.percent(original.accuracy)}, {fmt.count(original.params)} params, "
                       f"{fmt.count(original.macs, digits=4)} MACs", highlight=False)
+    variants = [v for v in data.stages.variants if not v.original]
+    if variants:
+        trained = [t for t in data.trials if t.stagewise_time is not None and t.reused_from is None]
+        console.print(f"stage-wise step: {len(variants)} stage variants in {len(trained)} trials, "
+                      f"{sum(not s.reused for t in trained for s in (t.stages or {}).values())} trained and "
+                      f"{sum(s.reused for t in trained for s in (t.stages or {}).values())} reused, "
+                      f"{fmt.seconds(sum(t.stagewise_time or 0 for t in trained))} in all", highlight=False)
     print_pareto(data, console)
+    print_stage_verdicts(data, console)
     for t in [t for t in data.trials if t.state == TrialState.FAIL][-5:]:
         console.print(f"trial {t.number} failed: {t.failure}", highlight=False, soft_wrap=True)
     return 0

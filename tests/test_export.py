@@ -41,6 +41,10 @@ budget:
   lr: 0.05
   subset: 240
   val_fraction: 0.2
+stagewise:  # a light stage-wise step: these tests are about the search around it (test_stagewise.py is about the step)
+  images: 120
+  val_images: 60
+  recipe: {epochs: 1, batch_size: 32, precision: fp32}
 sampler:
   name: random
 """
@@ -202,23 +206,19 @@ def _plan_params(keep: int, iterations: int) -> dict:
 def test_the_rebuilt_candidate_starts_from_the_searchs_weights(tmp_path, monkeypatch):
     """Trial 2 (Global layers: new, random weights) follows an untrained trial (over the MAC limit), so
     the search built it with the random generator wherever that trial left it; the export rebuilds it
-    alone. Both must start from the same weights, so that the export reproduces the trial's training."""
-    import pdenas.export._trial
-    import pdenas.search._trial
-    import pdenas.train
+    alone. Both must start from the same weights (its stages loaded from the study's distilled variants,
+    which the export reuses), so that the export reproduces the trial's training."""
+    import pdenas.search._candidate
 
+    phase = ["search"]
     started: list[tuple[str, dict]] = []  # (who trained, the weights it started from)
-    real = pdenas.train.train_model
+    real = pdenas.search._candidate.train_model
 
-    def spy(who):
-        def train_model(model, *args, **kwargs):
-            started.append((who, {k: v.clone() for k, v in model.state_dict().items()}))
-            return real(model, *args, **kwargs)
-        return train_model
+    def spy(model, *args, **kwargs):
+        started.append((phase[0], {k: v.clone() for k, v in model.state_dict().items()}))
+        return real(model, *args, **kwargs)
 
-    for module, who in ((pdenas.train, "export"), (pdenas.search._trial, "search"), (pdenas.export._trial, "export")):
-        if hasattr(module, "train_model"):
-            monkeypatch.setattr(module, "train_model", spy(who))
+    monkeypatch.setattr(pdenas.search._candidate, "train_model", spy)  # the trial's training, in the search and the export
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY.replace("global_layer: [true, false]", "global_layer: [true]") + "constraints:\n  max_macs: 0.45\n")
     settings = SearchConfig.from_yaml(config)
@@ -232,6 +232,7 @@ def test_the_rebuilt_candidate_starts_from_the_searchs_weights(tmp_path, monkeyp
     searched = [weights for who, weights in started if who == "search"]
     assert len(searched) == 2  # the original and trial 2
 
+    phase[0] = "export"
     result = export_trial(location.directory, trial=2, out=tmp_path / "out")
     who, exported = started[-1]
     assert who == "export" and exported.keys() == searched[1].keys() and set(exported) - set(searched[0])  # new layers

@@ -4,11 +4,13 @@ The search keeps each trial's plan and scores, not its weights, so exporting reb
 exactly as the search did (the same data split, base model and weights, from the study's stored
 configuration), trains it, evaluates it and saves it:
 
-1. ``pdenas.search.build_candidate``: the plan applied to the base model, its new weights seeded from
-   the study's seed and the plan, as the search seeded them (the same initial weights, bit for bit);
-2. training on the search's budget (``budget.epochs``, its schedule, seed and distillation): this
-   repeats the trial's own training, so the accuracy is the one the search recorded, up to the
-   nondeterminism of the device's kernels (on one CPU thread, exactly);
+1. ``pdenas.search.train_candidate``, the search's own code: the plan applied to the trained original
+   (``weights``, or trial 0's ``original.pt`` in the study directory), each changed stage loaded from
+   its distilled variant in the study's store (``stages/``; a variant missing there is distilled again)
+   when the study used the stage-wise step, new weights seeded from the study's seed and the plan;
+2. then trained on the search's budget (``budget.epochs``, its schedule, seed and distillation from the
+   original): this repeats the trial's own training, so the accuracy is the one the search recorded, up
+   to the nondeterminism of the device's kernels (on one CPU thread, exactly);
 3. with ``epochs=E > 0``, E more epochs with a fresh optimizer and learning-rate schedule (warm-up and
    cosine decay again), on the same data (shuffles continue where the budget's stopped);
 4. evaluation on the study's validation split, then, on the CPU, params, MACs and latency (batch 1,
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from torch import Tensor, nn
 
@@ -41,8 +44,20 @@ from .. import _format as fmt
 from .._util import first_line
 from ..cost import latency, profile
 from ..report import ReportError, open_study, select_trial
-from ..search import SearchConfig, SearchConfigError, SearchContext, StudyRecord, TrialRecord, build_candidate, build_context
+from ..report import locate_study
+from ..search import (
+    SearchConfig,
+    SearchConfigError,
+    SearchContext,
+    StudyError,
+    StudyRecord,
+    TrialRecord,
+    build_context,
+    train_candidate,
+    use_trained_original,
+)
 from ..surgery import CompressionPlan, PlanError, load_compressed, save_compressed
+from ..distill import DistillError
 from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
 from ._errors import ExportError
 from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, check_formats, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
@@ -148,12 +163,12 @@ def export_trial(
     paths = _paths(out, source.study_dir, source.trial.number)
     say(f"exporting trial {source.trial.number} of {source.study_dir}: {source.plan_text}")
 
-    ctx, candidate = _rebuild(source)
+    ctx = _rebuild(source)
+    candidate, first, final = _train(ctx, source, epochs, train_device, say)
     cost = profile(candidate, ctx.input_size)
     notes = []
     if source.trial.macs is not None and source.trial.macs != cost.macs:
         notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {source.trial.macs:,} (another pdenas version?)")
-    first, final = _train(candidate, ctx, source, epochs, train_device, say)
 
     model = candidate.to("cpu").eval()
     latency_ms = latency(model, ctx.input_size, repeats=20) * 1000
@@ -194,6 +209,7 @@ class _Source:
     config: SearchConfig  # the study's, on the export's device
     plan: CompressionPlan
     plan_text: str
+    optuna_study: optuna.Study  # where the original's trained weights are recorded
 
 
 def _device(device: str) -> torch.device:
@@ -216,46 +232,59 @@ def _source(study_dir: Path, spec: str | int, device: torch.device) -> _Source:
     if record.config is None:
         raise ExportError(f"{study_dir}: the study holds no pdenas configuration: it was not made by pdenas search")
     try:
-        config = dataclasses.replace(SearchConfig.from_dict(record.config), device=str(device))
+        config = dataclasses.replace(record.search_config(), device=str(device))
         plan = CompressionPlan.from_dict(chosen.plan)
     except (SearchConfigError, PlanError) as err:
         raise ExportError(f"trial {chosen.number} of {study_dir} cannot be rebuilt: {err}") from None
-    return _Source(study_dir, study.study_name, chosen, record, config, plan, chosen.plan_text or plan.describe())
+    return _Source(study_dir, study.study_name, chosen, record, config, plan, chosen.plan_text or plan.describe(), study)
 
 
-def _rebuild(source: _Source) -> tuple[SearchContext, nn.Module]:
-    """The data and base model exactly as the search built them, and the trial's candidate."""
+def _rebuild(source: _Source) -> SearchContext:
+    """The data and base model exactly as the search built them, the base holding the original the
+    search compressed: the given weights, or what the study's trial 0 trained (a study of pdenas 0.1.0,
+    whose original's trial kept no weights, compressed the model as initialised: so does its export)."""
     try:
-        ctx = build_context(source.config)
+        ctx = build_context(source.config, location=locate_study(source.study_dir))
     except (ValueError, OSError) as err:  # SearchConfigError, DataError, ModelSpecError/WeightsError, missing files
         raise ExportError(f"cannot rebuild the study's data and model: {first_line(err)}") from None
+    original = source.study.original
+    kept_none = original.trial_number is not None and original.weights_fingerprint is None
+    if not source.trial.reference and not kept_none:
+        try:
+            use_trained_original(ctx, source.optuna_study)
+        except StudyError as err:
+            raise ExportError(f"cannot rebuild trial {source.trial.number}: {err}") from None
+    return ctx
+
+
+def _train(
+    ctx: SearchContext, source: _Source, epochs: int, device: torch.device, say: Callable[[str], None]
+) -> tuple[nn.Module, TrainResult, TrainResult]:
+    """The trial's candidate trained as the search did (repeating the trial), then ``epochs`` more with a fresh schedule."""
+    config = source.config
+    budget = config.budget
+    if config.stagewise.enabled and not source.trial.reference:
+        say(f"assembling the candidate from the study's distilled stages ({source.study_dir / 'stages'}; missing ones are distilled)")
     try:
-        return ctx, build_candidate(ctx, source.plan)  # the search's candidate, weight for weight
+        say(f"training on the search's budget: {_epochs(budget.epochs)} on {ctx.data.name} ({device})")
+        trained = train_candidate(ctx, source.plan, reference=source.trial.reference, on_epoch=_epoch_printer(say))
+    except (TrainingDiverged, FloatingPointError, DistillError) as err:
+        raise ExportError(f"training trial {source.trial.number}'s candidate failed: {first_line(err)}") from None
     except Exception as err:  # noqa: BLE001 - a plan that no longer fits the model
         raise ExportError(
             f"trial {source.trial.number}'s plan does not fit {source.config.model} any more: {first_line(err)}"
         ) from None
-
-
-def _train(
-    candidate: nn.Module, ctx: SearchContext, source: _Source, epochs: int, device: torch.device, say: Callable[[str], None]
-) -> tuple[TrainResult, TrainResult]:
-    """The search's budget (repeating the trial's training), then ``epochs`` more with a fresh schedule."""
-    config = source.config
-    budget = config.budget
+    first, candidate = trained.result, trained.model
+    if epochs == 0:
+        return candidate, first, first
     teacher = ctx.base_model if budget.distillation > 0 else None
     try:
-        say(f"training on the search's budget: {_epochs(budget.epochs)} on {ctx.data.name} ({device})")
-        first = train_model(candidate, ctx.data, budget, seed=config.seed, device=device, teacher=teacher,
-                            on_epoch=_epoch_printer(say))
-        if epochs == 0:
-            return first, first
         say(f"training {_epochs(epochs)} more (fresh optimizer and learning-rate schedule)")
         final = train_model(candidate, ctx.data, budget, seed=config.seed + budget.epochs, device=device,
                             teacher=teacher, on_epoch=_epoch_printer(say), epochs=epochs)
-        return first, final
     except (TrainingDiverged, FloatingPointError) as err:
         raise ExportError(f"training trial {source.trial.number}'s candidate diverged: {first_line(err)}") from None
+    return candidate, first, final
 
 
 def _original(source: _Source, ctx: SearchContext) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ._importances import Importances, param_importances
 from ._objectives import study_objectives
 from ._pareto import SHORTCUTS, front_2d, shortcut_picks
 from ._settings import study_settings
+from ._stages import StageView, stage_view
 from ._study_dir import locate_study
 
 __all__ = ["TrialSummary", "Front", "ReportData", "build_report_data", "COSTS"]
@@ -46,6 +47,15 @@ class TrialSummary(TrialRecord):
     macs_ratio: float | None = None  # original MACs / MACs
     params_ratio: float | None = None
     latency_speedup: float | None = None  # original latency / latency
+
+    def plan_lines(self) -> list[str]:
+        """The plan a stage a line, each distilled stage with its stage loss ("layer1: keep 1 · loss 0.412")."""
+        lines = []
+        for part in self.plan_text.split("; ") if self.plan_text else []:
+            name = part.split(":", 1)[0]
+            stage = (self.stages or {}).get(name)
+            lines.append(f"{part} · loss {stage.loss:.3f}" if stage is not None else part)
+        return lines
 
     @classmethod
     def compare(cls, record: TrialRecord, original: OriginalModel) -> "TrialSummary":
@@ -86,6 +96,7 @@ class ReportData:
     importances: Importances
     settings: tuple[tuple[str, str], ...]
     trials_frame: pd.DataFrame  # one row a trial, what trials.csv holds
+    stages: StageView  # where a Global layer pays, stage by stage (stages.csv)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -114,16 +125,38 @@ class ReportData:
     def pareto_frame(self) -> pd.DataFrame:
         """The Pareto table with raw numbers (what pareto.csv holds)."""
         columns = [
-            "number", "plan", "accuracy", "accuracy_delta", "macs", "macs_ratio", "params", "params_ratio",
-            "conv_macs", "latency_ms", "latency_speedup", "train_time", "reference", "picks",
+            "number", "plan", "accuracy", "accuracy_delta", "initial_accuracy", "macs", "macs_ratio", "params",
+            "params_ratio", "conv_macs", "latency_ms", "latency_speedup", "stage_losses", "stagewise_time", "train_time",
+            "reference", "picks",
         ]
         rows = [
             [
-                t.number, t.plan_text, t.accuracy, t.accuracy_delta, t.macs, t.macs_ratio, t.params, t.params_ratio,
-                t.conv_macs, t.latency_ms, t.latency_speedup, t.train_time, t.reference, " ".join(self.picks_of(t.number)),
+                t.number, t.plan_text, t.accuracy, t.accuracy_delta, t.initial_accuracy, t.macs, t.macs_ratio, t.params,
+                t.params_ratio, t.conv_macs, t.latency_ms, t.latency_speedup,
+                "; ".join(f"{name}: {stage.loss:.4f}" for name, stage in (t.stages or {}).items()), t.stagewise_time,
+                t.train_time, t.reference, " ".join(self.picks_of(t.number)),
             ]
             for t in self.pareto
         ]
+        return pd.DataFrame(rows, columns=columns)
+
+    def stages_frame(self) -> pd.DataFrame:
+        """The per-stage view, a row per stage and kept blocks (what stages.csv holds)."""
+        columns = [
+            "stage", "keep", "blocks_loss", "blocks_macs", "blocks_best_accuracy", "global", "global_loss", "global_macs",
+            "global_added_mmacs", "global_loss_drop_per_mmac", "global_best_accuracy", "globals_tried", "more_blocks",
+            "more_blocks_loss", "more_blocks_added_mmacs", "more_blocks_loss_drop_per_mmac", "more_blocks_best_accuracy",
+            "verdict",
+        ]
+        rows = []
+        for c in self.stages.choices:
+            b, g, k = c.blocks, c.best_global, c.more_blocks
+            rows.append([
+                c.stage, c.keep, _get(b, "loss"), _get(b, "macs"), _get(b, "best_accuracy"), _get(g, "text"),
+                _get(g, "loss"), _get(g, "macs"), c.global_added_mmacs, c.global_gain, _get(g, "best_accuracy"),
+                c.globals_tried, _get(k, "text"), _get(k, "loss"), c.block_added_mmacs, c.block_gain,
+                _get(k, "best_accuracy"), c.verdict,
+            ])
         return pd.DataFrame(rows, columns=columns)
 
 
@@ -162,7 +195,12 @@ def build_report_data(study: optuna.Study, *, study_dir: str | Path | None = Non
         importances=param_importances(study, objectives, records) if importances else Importances(reason="Importances were not computed."),
         settings=study_settings(study, record, location=location),
         trials_frame=trials_frame(study, objectives, records),
+        stages=stage_view(records, record.original),
     )
+
+
+def _get(item: object, name: str) -> object:
+    return None if item is None else getattr(item, name)
 
 
 def _ratio(original: float | None, candidate: float | None) -> float | None:

@@ -7,14 +7,17 @@ HTML-escaped, since plotly renders a subset of HTML in hover labels.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from .. import _format as fmt
 from ._data import ReportData, TrialSummary
+from ._stages import StageVariantSummary
 
-__all__ = ["front_figure", "hypervolume_figure", "importance_figure", "OBJECTIVE_LABELS"]
+__all__ = ["front_figure", "hypervolume_figure", "importance_figure", "stage_figure", "OBJECTIVE_LABELS"]
 
 OBJECTIVE_LABELS = {"accuracy": "accuracy", "macs": "MACs", "params": "parameters", "latency": "latency"}
 
@@ -138,6 +141,43 @@ def importance_figure(data: ReportData) -> go.Figure:
         legend={"orientation": "h", "x": 1, "xanchor": "right", "y": 1.02, "yanchor": "bottom"}, margin={"t": 80, "b": 40},
     )
     return fig
+
+
+def stage_figure(data: ReportData) -> go.Figure:
+    """Per stage: stage loss (y) against the stage's MMACs (x) of every variant the trials used; blocks
+    only as a line through k = 1, 2, ... kept blocks (ending at the original stage), Global layers as points."""
+    variants = [v for v in data.stages.variants if v.macs is not None]
+    if not variants:
+        raise ValueError("this study has no per-stage view (ReportData.stages.reason says why)")
+    stages = list(dict.fromkeys(v.stage for v in variants))
+    cols = min(len(stages), 4)
+    rows = math.ceil(len(stages) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[html.escape(s) for s in stages], horizontal_spacing=0.06)
+    for i, stage in enumerate(stages):
+        row, col = divmod(i, cols)
+        mine = [v for v in variants if v.stage == stage]
+        blocks = sorted((v for v in mine if not v.has_global), key=lambda v: v.keep)
+        globals_ = [v for v in mine if v.has_global]
+        for name, points, mode, marker in (
+            ("blocks only", blocks, "lines+markers", {"color": _COLORS["trial"], "size": 8}),
+            ("with a Global layer", globals_, "markers", {"color": _COLORS["pareto"], "size": 9, "symbol": "diamond"}),
+        ):
+            fig.add_trace(go.Scatter(
+                name=name, legendgroup=name, showlegend=i == 0, x=[v.macs / 1e6 for v in points], y=[v.loss for v in points],
+                mode=mode, marker=marker, line={"color": _COLORS["trial"]}, hovertext=[_stage_hover(v) for v in points],
+                hoverinfo="text",
+            ), row=row + 1, col=col + 1)
+        fig.update_xaxes(title_text="stage MMACs" if row == rows - 1 else None, row=row + 1, col=col + 1)
+        fig.update_yaxes(title_text="stage loss" if col == 0 else None, rangemode="tozero", row=row + 1, col=col + 1)
+    fig.update_layout(
+        title="Stage loss against the stage's MACs (lower left is better)", template="plotly_white",
+        height=340 * rows + 80, legend={"orientation": "h", "y": -0.25}, margin={"t": 80, "b": 40},
+    )
+    return fig
+
+
+def _stage_hover(v: StageVariantSummary) -> str:
+    return "<br>".join([f"<b>{html.escape(v.stage)}: {html.escape(v.text)}</b>", *map(html.escape, v.figures())])
 
 
 def _floor(accuracies: Sequence[float]) -> float:

@@ -15,10 +15,20 @@ from rich.text import Text
 from .. import _format as fmt
 from ._data import ReportData
 
-__all__ = ["print_pareto"]
+__all__ = ["print_pareto", "print_stage_verdicts"]
 
 _PICK_PREFIX = "pareto:"
 WIDE = 110
+
+
+def print_stage_verdicts(data: ReportData, console: Console | None = None) -> None:
+    """Per stage and kept blocks, in words: does the best Global layer or one more kept block pay more."""
+    console = console or Console()
+    if not data.stages.choices:
+        return
+    console.print(Text("Where a Global layer pays (stage loss per extra MMAC; details in report.html, stages.csv)"))
+    for c in data.stages.choices:
+        console.print(f"  {c.stage}, {c.keep} kept: {c.verdict}", markup=False, highlight=False, soft_wrap=True)
 
 
 def print_pareto(data: ReportData, console: Console | None = None) -> None:
@@ -37,9 +47,11 @@ def print_pareto(data: ReportData, console: Console | None = None) -> None:
     wide = console.width >= WIDE
     with_latency = wide and any(t.latency_ms is not None for t in data.pareto)
     fixed = 80 if wide else 54  # what the columns other than the plan take, about
-    longest = max((len(stage) for t in data.pareto for stage in t.plan_text.split("; ")), default=20)
+    longest = max((len(line) for t in data.pareto for line in t.plan_lines()), default=20)
     table = Table(
-        title=title, caption=f"{summary}. Ratios: original ÷ candidate. Pick: pdenas export DIR --trial pareto:<pick>",
+        title=title, caption=f"{summary}. Ratios: original ÷ candidate."
+        + (" (Accuracy before fine-tuning.)" if any(t.initial_accuracy is not None for t in data.pareto) else "")
+        + " Pick: pdenas export DIR --trial pareto:<pick>",
         box=box.SIMPLE_HEAD, show_lines=True, header_style="bold", title_justify="left", caption_justify="left",
     )
     table.add_column("trial", justify="right", no_wrap=True)
@@ -54,13 +66,14 @@ def print_pareto(data: ReportData, console: Console | None = None) -> None:
     table.add_column("pick", style="cyan", no_wrap=True)
     for t in data.pareto:
         # a stage a line
-        plan = Text("\n".join(t.plan_text.split("; ")) if t.plan_text else "(no plan recorded)")
+        plan = Text("\n".join(t.plan_lines()) if t.plan_text else "(no plan recorded)")
         if t.reference:
             plan.append("\n(original model)", style="bold")
         cells: list[str | Text] = [
             str(t.number),
             plan,
-            f"{fmt.percent(t.accuracy)}\n{'' if t.reference else fmt.points(t.accuracy_delta)}",
+            f"{fmt.percent(t.accuracy)}\n{'' if t.reference else fmt.points(t.accuracy_delta)}"
+            + (f"\n({fmt.percent(t.initial_accuracy)})" if t.initial_accuracy is not None else ""),
             f"{fmt.count(t.macs)}\n{fmt.ratio(t.macs_ratio)}",
             f"{fmt.count(t.params)}\n{fmt.ratio(t.params_ratio)}",
         ]

@@ -20,6 +20,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..distill import StageRecipe
+from ..nn import GlobalLayerConfig, GlobalLayerConfigError
 from ..train import TrainRecipe
 
 __all__ = [
@@ -31,11 +33,16 @@ __all__ = [
     "SearchConfig",
     "SearchConfigError",
     "SearchSpace",
+    "StagewiseConfig",
 ]
 
 # the objectives a search may optimise, with their directions
 OBJECTIVES = {"accuracy": "maximize", "macs": "minimize", "params": "minimize", "latency": "minimize"}
 MAX_SEED = 2**31  # seeds (of the search and the sampler) lie in [0, MAX_SEED): numpy's and torch's range, with room per worker
+# budget.distillation when the file does not set it: from a trained original the user gives, the
+# candidates learn from its logits; an original that trial 0 trains on the same short budget is no
+# better a teacher than its students become (digits, default.yaml: -0.9 points on average at 0.5)
+DISTILLATION_WITH_WEIGHTS = 0.7
 
 
 class SearchConfigError(ValueError):
@@ -53,6 +60,7 @@ class FloatRange:
     low: float
     high: float
     log: bool = False
+    step: float | None = None  # a grid low, low + step, ..., high (Optuna's suggest_float step), so that values repeat
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,19 @@ class SearchSpace:
     dt: FloatRange = field(default_factory=lambda: FloatRange(0.05, 0.5, True))
     diffusion: list[str] = field(default_factory=lambda: ["learned"])
     residual: list[bool] = field(default_factory=lambda: [False])
+    global_init: list[str] = field(default_factory=lambda: ["random"])  # GlobalLayerConfig.init choices
+
+
+@dataclass(frozen=True)
+class StagewiseConfig:
+    """The ``stagewise:`` section: before its fine-tuning, each candidate is assembled from stages trained
+    to reproduce the original's stages on its own stage inputs (:mod:`pdenas.distill`); each stage variant
+    is trained once per study and reused by every trial and worker that needs it."""
+
+    enabled: bool = True  # false: the plan applied to the original as it is, then fine-tuned (the ablation)
+    images: int = 10_000  # training images whose stage inputs and outputs are recorded (all when fewer)
+    val_images: int = 1_000  # validation images the stage losses are measured on
+    recipe: StageRecipe = field(default_factory=StageRecipe)
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,7 @@ class SearchConfig:
     measure_latency: bool = False
     space: SearchSpace = field(default_factory=SearchSpace)
     budget: TrainRecipe = field(default_factory=TrainRecipe)
+    stagewise: StagewiseConfig = field(default_factory=StagewiseConfig)
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "macs"])
     constraints: Constraints = field(default_factory=Constraints)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -132,6 +154,11 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchConfig":
+        """The configuration in ``data`` (a parsed YAML file, or a stored ``to_dict()``). A file that does not
+        set ``budget.distillation`` gets :data:`DISTILLATION_WITH_WEIGHTS` when it gives ``weights``, else 0."""
+        budget = data.get("budget")
+        if data.get("weights") and (budget is None or (isinstance(budget, dict) and "distillation" not in budget)):
+            data = {**data, "budget": {**(budget or {}), "distillation": DISTILLATION_WITH_WEIGHTS}}
         return _build(cls, data, prefix="")
 
     def with_overrides(self, **overrides: Any) -> "SearchConfig":
@@ -186,9 +213,12 @@ def _build(cls: type, data: Any, *, prefix: str) -> Any:
     except SearchConfigError:
         raise
     except (TypeError, ValueError) as err:
-        message = str(err)
+        message = str(err).removeprefix(f"{cls.__name__}: ")  # "StageRecipe: lr must be ..." -> "lr must be ..."
         if message.startswith("'"):  # a setting named by its key: name it by its path in the file
             raise SearchConfigError(f"'{prefix}{message[1:]}") from None
+        key, _, rest = message.partition(" ")
+        if key in fields and rest:  # "lr must be a number > 0" -> "'stagewise.recipe.lr' must be a number > 0"
+            raise SearchConfigError(f"'{prefix}{key}' {rest}") from None
         raise SearchConfigError(f"{where}: {message}") from None
 
 
@@ -282,11 +312,21 @@ def _validate(config: SearchConfig) -> None:
         fail(f"'space.iterations.low' must be >= 1, got {space.iterations.low}")
     if not space.dt.low > 0 or not math.isfinite(space.dt.high):
         fail(f"'space.dt' must lie in (0, inf), got {space.dt.low}..{space.dt.high}")
+    _validate_step(space.dt, "space.dt")
     for d in space.diffusion:
         if d not in ("learned", "constant"):
             fail(f"'space.diffusion' choices must be learned or constant, got {d!r}")
-    if config.budget.distillation > 0 and config.weights is None:
-        fail("'budget.distillation' > 0 needs the original model's weights: pass --weights PATH or set distillation: 0")
+    for init in space.global_init:
+        try:
+            GlobalLayerConfig(init=init)  # the layer's own rule for what an init is
+        except GlobalLayerConfigError as err:
+            fail(f"'space.global_init' choices: {err}")
+    if set(space.global_init) == {"identity"} and set(space.residual) == {True}:
+        fail("'space.global_init: [identity]' cannot go with 'space.residual: [true]': the identity form adds the "
+             "layer's input already (y = f + a * G(f)); set residual to [false] or add random to global_init")
+    for key in ("images", "val_images"):
+        if getattr(config.stagewise, key) < 1:
+            fail(f"'stagewise.{key}' must be >= 1, got {getattr(config.stagewise, key)}")
     if not config.objectives:
         fail("'objectives' is empty: give at least one of accuracy, macs, params, latency")
     for name in config.objectives:
@@ -302,6 +342,23 @@ def _validate(config: SearchConfig) -> None:
             fail(f"'constraints.{key}' must be > 0 (absolute, or a fraction in (0, 1] of the original), got {value}")
     if config.sampler.name not in ("tpe", "nsga2", "random"):
         fail(f"'sampler.name' must be tpe, nsga2 or random, got {config.sampler.name!r}")
+
+
+def _validate_step(value: FloatRange, key: str) -> None:
+    """A grid step: > 0, on a linear scale, and dividing high - low (so that high is on the grid)."""
+    step = value.step
+    if step is None:
+        return
+    if not (math.isfinite(step) and step > 0):
+        raise SearchConfigError(f"'{key}.step' must be a number > 0 (or null: no grid), got {step}")
+    if value.log:
+        raise SearchConfigError(f"'{key}.step' needs log: false (a grid is evenly spaced); remove one of the two")
+    count = (value.high - value.low) / step
+    if abs(count - round(count)) > 1e-6:
+        raise SearchConfigError(
+            f"'{key}.step' = {step:g} does not divide high - low = {value.high - value.low:g}: "
+            f"choose a step such that low + n * step = high"
+        )
 
 
 def _type_name(hint: Any) -> str:

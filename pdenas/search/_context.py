@@ -1,23 +1,26 @@
-"""What every worker process sets up once: the base model (with the user's weights), its stages,
-the data, the original model's cost and the absolute constraint limits; and each trial's candidate,
-built from it with weights that depend on the study's seed and the plan only (so ``pdenas export``
-rebuilds the very candidate the search trained)."""
+"""What every worker process sets up once: the base model (with the user's weights, or as initialised
+until trial 0 has trained it), its stages, the data, the original model's cost and the absolute
+constraint limits; and each trial's candidate, built from it with weights that depend on the study's
+seed and the plan only (so ``pdenas export`` rebuilds the very candidate the search trained)."""
 
 from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..cost import Cost, latency, profile
+from ..cost import Cost, latency, macs_by_module, profile
 from ..data import load_dataset
+from ..distill import StageFeatures
 from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
 from ..train import resolve_device
 from ._config import SearchConfig, SearchConfigError
+from ._study import StudyLocation
 from ._suggest import select_stages
 
 __all__ = ["SearchContext", "build_candidate", "build_context", "candidate_seed", "plan_key"]
@@ -36,12 +39,27 @@ class SearchContext:
     original_latency_ms: float | None
     max_macs: float | None  # absolute limits
     max_params: float | None
+    location: StudyLocation | None = None  # the study: its folder keeps the stage features, variants, original weights
+    stage_macs: dict[str, int] = field(default_factory=dict)  # honest MACs per image of each searched stage, original
+    trained: bool = False  # base_model holds the trained original (the given weights, or trial 0's once loaded)
+    features: StageFeatures | None = None  # the original's stage features, once computed or found
 
     def example_input(self) -> torch.Tensor:
         return torch.zeros(2, *self.input_size)
 
+    @property
+    def workspace(self) -> Path:
+        """The study directory (the stage features, the variant store and ``original.pt`` live there)."""
+        if self.location is None:
+            raise SearchConfigError("this search context has no study directory: build it with build_context(config, location=...)")
+        return self.location.directory
 
-def build_context(config: SearchConfig) -> SearchContext:
+
+def build_context(config: SearchConfig, *, location: StudyLocation | None = None) -> SearchContext:
+    """Everything a worker needs once: the data, the base model (seeded), its stages and costs.
+
+    ``location``: the study; its directory holds what trials share on disk (stage features, distilled
+    stage variants, the original's trained weights)."""
     device = resolve_device(config.device)
     budget = config.budget
     data = load_dataset(
@@ -49,10 +67,7 @@ def build_context(config: SearchConfig) -> SearchContext:
     )
     num_classes = config.num_classes or data.num_classes
     input_size = tuple(data.input_size)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, num_classes=num_classes, in_channels=input_size[0])
-    if config.weights:
-        load_weights(model, config.weights)
+    model = build_base(config, num_classes=num_classes, in_channels=input_size[0])
     example = torch.zeros(2, *input_size)
     stages = select_stages(find_stages(model, example), config.space)
     original = profile(model, input_size)
@@ -60,10 +75,27 @@ def build_context(config: SearchConfig) -> SearchContext:
     max_macs = _absolute(config.constraints.max_macs, original.macs)
     max_params = _absolute(config.constraints.max_params, original.params)
     ctx = SearchContext(
-        config, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params
+        config, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params,
+        location=location, stage_macs=stage_macs(model, stages, example), trained=config.weights is not None,
     )
     _check_budget_possible(ctx)
     return ctx
+
+
+def build_base(config: SearchConfig, *, num_classes: int, in_channels: int) -> nn.Module:
+    """The model to compress as the study builds it: initialised from the study's seed, then the given
+    ``weights`` loaded (without them, what trial 0 trains from)."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes=num_classes, in_channels=in_channels)
+    if config.weights:
+        load_weights(model, config.weights)
+    return model
+
+
+def stage_macs(model: nn.Module, stages: list[Stage], example: torch.Tensor) -> dict[str, int]:
+    """Honest MACs per image of each stage of ``model`` (its units' modules, as :class:`Stage` lists them)."""
+    by_module = macs_by_module(model, example[:1])
+    return {s.name: sum(by_module.get(path, 0) for block in s.block_paths for path in block) for s in stages}
 
 
 def plan_key(plan: CompressionPlan | dict[str, Any]) -> str:

@@ -91,6 +91,13 @@ class SearchProgress:
             )
         elif kind == "fail":
             self._print(f"trial {number} failed: {info.get('reason')}")
+        elif kind == "stages":
+            self._print(f"trial {number} stage-wise: {stage_summary(info['stages'])}; accuracy before fine-tuning "
+                        f"{fmt.percent(info.get('initial_accuracy'))}")
+        elif kind == "original_wait":
+            where = f" on {info['worker']}" if info.get("worker") else ""
+            self._print(f"trial {number} waits for the original model (trial {info['original']}{where}) to finish training: "
+                        "every candidate compresses its weights")
         elif kind == "epoch":
             self._print(f"trial {number} epoch {info['epoch']}/{info['epochs']} loss {info['loss']:.4f}")
         elif kind == "start":
@@ -154,5 +161,14 @@ class SearchProgress:
         return [header, running, pareto]
 
 
+def stage_summary(stages: dict[str, Any]) -> str:
+    """The stage-wise step of a trial in one line: per stage its variant, loss, and trained or reused."""
+    parts = []
+    for name, stage in stages.items():
+        how = "reused" if stage.reused else f"trained {fmt.seconds(stage.train_time)}"
+        parts.append(f"{name} {stage.describe()} loss {stage.loss:.3f} ({how})")
+    return "; ".join(parts)
+
+
 # shown as lines even on a terminal (above the live table): what a person must not miss
-_ALWAYS_LOGGED = ("recovered", "repaired", "stale", "taken_over", "stop", "interrupted")
+_ALWAYS_LOGGED = ("recovered", "repaired", "stale", "taken_over", "stop", "interrupted", "original_wait")

@@ -9,11 +9,16 @@ resolved configuration, the versions that created it, the layout format and the 
 figures (:class:`OriginalModel`).
 
 Each recorded field names its user attribute and how to read it back (``_recorded``), so adding a field
-is one line here and touches no reader, e.g. per-stage losses
-``stage_losses: dict[str, float] | None = _recorded("stage_losses", _float_map)`` with a decoder that
-returns None for anything else (tuples are stored as lists). Values that are not what the field expects
-(a study written by another tool) read as missing, never as an error. The layout (:data:`FORMAT_VERSION`) is that of
-pdenas 0.1.0: a study folder written by it opens unchanged.
+is one line here and touches no reader, e.g. per-stage results
+``stages: dict[str, StageRecord] | None = _recorded("stages", _stage_map)`` with a decoder that returns
+None for anything else (tuples are stored as lists, dataclasses as mappings). Values that are not what
+the field expects (a study written by another tool) read as missing, never as an error. The layout
+(:data:`FORMAT_VERSION`) is that of pdenas 0.1.0: a study folder written by it opens unchanged, and
+:meth:`StudyRecord.search_config` reads its configuration as what it was (no stage-wise step).
+
+On a shared storage (``--storage``) the original model's trained weights travel with the study: a small
+companion study (``<study name>.original-weights``) holds them, so that workers on other machines
+compress from the very weights trial 0 trained, and reading the study's trials never transfers them.
 
 Objective values are in the order of the configuration's ``objectives`` (also the study's metric names),
 e.g. ``["accuracy", "macs"]`` with directions ``["maximize", "minimize"]``.
@@ -21,6 +26,7 @@ e.g. ``["accuracy", "macs"]`` with directions ``["maximize", "minimize"]``.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -30,9 +36,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..surgery import CompressionPlan, PlanError
+from ..surgery import CompressionPlan, PlanError, StagePlan
+from ._config import SearchConfig, StagewiseConfig
 
-__all__ = ["FORMAT_VERSION", "OriginalModel", "StudyRecord", "TrialRecord", "pareto_trials"]
+__all__ = ["FORMAT_VERSION", "OriginalModel", "StageRecord", "StudyRecord", "TrialRecord", "pareto_trials"]
 
 FORMAT_VERSION = 1
 
@@ -41,7 +48,9 @@ _CONFIG = "pdenas.config"
 _VERSIONS = "pdenas.versions"
 _FORMAT = "pdenas.format"
 _ORIGINAL = "pdenas.original"
-_ORIGINAL_KEYS = ("params", "macs", "conv_macs", "latency_ms")
+_ORIGINAL_KEYS = ("params", "macs", "conv_macs", "latency_ms", "stage_macs")
+_WEIGHTS = "pdenas.original_weights"  # in the companion study of a shared storage
+_WEIGHTS_STUDY = "{}.original-weights"
 
 # what each objective reads from a record
 _MEASURED = {"accuracy": "accuracy", "macs": "macs", "params": "params", "latency": "latency_ms", "conv_macs": "conv_macs"}
@@ -80,6 +89,20 @@ def _pair(value: Any) -> tuple[int, int] | None:
     return None
 
 
+def _int_map(value: Any) -> dict[str, int] | None:
+    if not isinstance(value, Mapping):
+        return None
+    decoded = {str(k): _integer(v) for k, v in value.items()}
+    return None if any(v is None for v in decoded.values()) else decoded  # type: ignore[return-value]
+
+
+def _stage_map(value: Any) -> dict[str, StageRecord] | None:
+    if not isinstance(value, Mapping):
+        return None
+    decoded = {str(k): StageRecord.from_dict(v) for k, v in value.items()}
+    return None if any(v is None for v in decoded.values()) else decoded  # type: ignore[return-value]
+
+
 def _recorded(key: str, decode: Callable[[Any], Any], default: Any = None) -> Any:
     """A field stored as the trial user attribute ``key``, read back with ``decode`` (None: not recorded)."""
     return field(default=default, metadata={"key": key, "decode": decode})
@@ -93,10 +116,60 @@ def _encode(value: Any) -> Any:
         return [_encode(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _encode(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _encode(dataclasses.asdict(value))
     return value
 
 
 # -------------------------------------------------------------------------------------- trials
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One stage of a trial's candidate after the stage-wise step (:mod:`pdenas.distill`): which stage
+    variant it was assembled from and what the step gave for it. ``loss`` is the normalised MSE on the
+    original's held-out stage features (1.0: as good as each channel's mean), ``initial_loss`` the same
+    before the step (kept blocks with the original's weights, the Global layer at its init); ``mse`` the
+    raw figure; ``reused``: read from the study's variant store rather than trained by this trial;
+    ``train_time``: seconds of the step when it ran (for a reused variant, what its training took);
+    ``macs``: honest MACs per image of the stage as assembled (kept blocks + Global layer)."""
+
+    key: str
+    keep: int
+    global_layer: dict[str, Any] | None  # GlobalLayerConfig.to_dict(), or None: blocks only
+    loss: float
+    mse: float
+    initial_loss: float
+    reused: bool
+    train_time: float
+    macs: int | None = None
+
+    @property
+    def plan(self) -> StagePlan:
+        """The stage's plan (keep + Global layer)."""
+        return StagePlan.from_dict({"keep": self.keep, "global_layer": self.global_layer})
+
+    def describe(self) -> str:
+        """``keep 1 + Global K=1 dt=0.2``."""
+        try:
+            return self.plan.describe()
+        except PlanError:
+            return f"keep {self.keep}" + (" + Global" if self.global_layer is not None else "")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "StageRecord | None":
+        """The record stored as ``data``; None when it is not one."""
+        if not isinstance(data, Mapping):
+            return None
+        numbers = {name: _number(data.get(name)) for name in ("loss", "mse", "initial_loss", "train_time")}
+        key, keep, reused = _text(data.get("key")), _integer(data.get("keep")), _flag(data.get("reused"))
+        glob = data.get("global_layer")
+        if key is None or keep is None or reused is None or any(v is None for v in numbers.values()) or not (
+            glob is None or isinstance(glob, Mapping)
+        ):
+            return None
+        return cls(key=key, keep=keep, global_layer=None if glob is None else dict(glob), reused=reused,
+                   macs=_integer(data.get("macs")), **numbers)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -134,6 +207,10 @@ class TrialRecord:
     failure: str | None = _recorded("failure", _text)  # one line, on FAIL (and pruned) trials
     worker: str | None = _recorded("worker", _text)  # "host:pid" of the process that ran it
     progress: tuple[int, int] | None = _recorded("progress", _pair)  # (epochs done, epochs) while training
+    stages: dict[str, StageRecord] | None = _recorded("stages", _stage_map)  # per distilled stage, forward order
+    initial_accuracy: float | None = _recorded("initial_accuracy", _number)  # assembled, BN recalibrated, before fine-tuning
+    stagewise_time: float | None = _recorded("stagewise_time", _number)  # seconds: stage features + variants + assembly
+    weights_fingerprint: str | None = _recorded("weights_fingerprint", _text)  # the original's trial: its trained weights
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial | optuna.Trial) -> "TrialRecord":
@@ -245,6 +322,8 @@ class OriginalModel:
     params: float | None = None
     conv_macs: float | None = None
     latency_ms: float | None = None
+    stage_macs: dict[str, int] | None = None  # honest MACs per image of each searched stage
+    weights_fingerprint: str | None = None  # of the weights its trial trained (no ``weights`` given)
 
     def cost(self, name: str) -> float | None:
         """``macs``, ``params``, ``conv_macs`` or ``latency`` (milliseconds)."""
@@ -281,11 +360,39 @@ class StudyRecord:
     @staticmethod
     def write(study: optuna.Study, *, config: dict[str, Any], versions: dict[str, str], original: dict[str, Any]) -> None:
         """Record a new study's configuration, versions, format and the original model's costs
-        (``original``: params, macs, conv_macs, latency_ms)."""
+        (``original``: params, macs, conv_macs, latency_ms, stage_macs)."""
         study.set_user_attr(_FORMAT, FORMAT_VERSION)
         study.set_user_attr(_CONFIG, _encode(config))
         study.set_user_attr(_VERSIONS, dict(versions))
         study.set_user_attr(_ORIGINAL, {key: original.get(key) for key in _ORIGINAL_KEYS})
+
+    def search_config(self) -> SearchConfig | None:
+        """The study's configuration as a :class:`SearchConfig`. A configuration stored before stage-wise
+        distillation existed (pdenas 0.1.0, no ``stagewise`` key) reads as what it was: no stage-wise step."""
+        if self.config is None:
+            return None
+        config = SearchConfig.from_dict(self.config)
+        if "stagewise" not in self.config:
+            config = dataclasses.replace(config, stagewise=StagewiseConfig(enabled=False))
+        return config
+
+    @staticmethod
+    def write_original_weights(study: optuna.Study, storage: optuna.storages.BaseStorage, data: bytes, fingerprint: str) -> None:
+        """Keep the original's trained weights (``data``: the file's bytes) in ``storage``, beside ``study``."""
+        keeper = optuna.create_study(storage=storage, study_name=_WEIGHTS_STUDY.format(study.study_name), load_if_exists=True)
+        keeper.set_user_attr(_WEIGHTS, {"fingerprint": fingerprint, "data": base64.b64encode(data).decode("ascii")})
+
+    @staticmethod
+    def read_original_weights(study: optuna.Study, storage: optuna.storages.BaseStorage) -> tuple[bytes, str] | None:
+        """The original's trained weights kept in ``storage`` (the file's bytes, their fingerprint), or None."""
+        try:
+            keeper = optuna.load_study(storage=storage, study_name=_WEIGHTS_STUDY.format(study.study_name))
+        except KeyError:
+            return None
+        stored = _mapping(keeper.user_attrs.get(_WEIGHTS))
+        if stored is None or not isinstance(stored.get("data"), str) or _text(stored.get("fingerprint")) is None:
+            return None
+        return base64.b64decode(stored["data"]), str(stored["fingerprint"])
 
     @staticmethod
     def write_format(study: optuna.Study, version: int) -> None:
@@ -321,6 +428,8 @@ def _original(stored: Mapping[str, Any], records: Sequence[TrialRecord]) -> Orig
         params=measured("params", "params"),
         conv_macs=measured("conv_macs", "conv_macs"),
         latency_ms=measured("latency", "latency_ms"),
+        stage_macs=_int_map(stored.get("stage_macs")),
+        weights_fingerprint=None if reference is None else reference.weights_fingerprint,
     )
 
 

@@ -1,8 +1,9 @@
 """Running a search: one or more worker processes pull trials from one Optuna study until the study
 holds the requested number of finished trials.
 
-The original model is trial 0 (the identity plan, trained on the same budget) so that every report has
-its reference point. A trial left RUNNING by a process that died (kill -9, power loss) is marked failed
+The original model is trial 0 (the identity plan) so that every report has its reference point: without
+``weights`` it is trained on the study's budget, and every later trial compresses the weights it trained
+(``_original``); with ``weights`` it is the given model, scored as it is. A trial left RUNNING by a process that died (kill -9, power loss) is marked failed
 and its plan queued again; completed trials are never touched. In a study directory that happens when
 the next ``pdenas search`` starts (it holds the directory's lock, so every RUNNING trial is dead); on a
 storage server (``--storage``), workers on any machine send heartbeats and fail each other's stale trials
@@ -35,7 +36,9 @@ from optuna.trial import TrialState
 from .. import __version__
 from .._optuna import frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
 from .._util import first_line
+from ._candidate import STAGES_DIR
 from ._context import SearchContext, build_context
+from ._original import OriginalUnavailable, check_original_kept
 from ._record import StudyRecord, TrialRecord
 from ._config import SearchConfig
 from ._storage import (
@@ -111,8 +114,9 @@ def create_or_load_study(
             StudyRecord.write(
                 study, config=config.to_dict(),
                 versions={"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__},
-                original={**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms},
+                original={**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms, "stage_macs": ctx.stage_macs},
             )
+        check_original_kept(study, config)
         if not study.get_trials(deepcopy=False):
             study.enqueue_trial({}, user_attrs=TrialRecord.attrs(reference=True))
     return study, storage
@@ -198,7 +202,7 @@ def run_worker(
     max_failures: int | None = None,
 ) -> TrialOutcomeCounts:
     """Pull and run trials until the study has ``config.trials`` finished trials."""
-    ctx = ctx or build_context(config)
+    ctx = ctx or build_context(config, location=location)
     study, storage = create_or_load_study(location, config, ctx, worker=worker)
     me = f"{socket.gethostname()}:{os.getpid()}"
     emit = on_event or (lambda kind, info: None)
@@ -262,13 +266,18 @@ def _run_one(
         emit("epoch", {"trial": _trial.number, "epoch": epoch, "epochs": epochs, "loss": loss})
 
     try:
-        outcome = run_trial(study, trial, ctx, on_epoch=on_epoch)
+        outcome = run_trial(study, trial, ctx, on_epoch=on_epoch, on_event=emit)
     except KeyboardInterrupt:
         retry = TrialRecord.from_trial(trial).retry_attrs()
         TrialRecord.write(trial, failure="interrupted by the user (Ctrl-C); re-queued for the next run")
         study.tell(trial, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs=retry)
         emit("interrupted", {"trial": trial.number})
+        raise
+    except OriginalUnavailable as err:  # no candidate can be built (trial 0 failed): record why, stop the worker
+        with contextlib.suppress(Exception):
+            TrialRecord.write(trial, failure=f"{type(err).__name__}: {first_line(err)}")
+            study.tell(trial, state=TrialState.FAIL)
         raise
     except StudyError:  # the storage is gone (StorageUnavailable): stop this worker, say why
         raise
@@ -325,12 +334,12 @@ def search(
         if embedded:
             if location.config_path.exists():
                 read_config(location.directory)  # refuses a directory of an incompatible pdenas, before any work
-            notes = repair_journal(location)
+            notes = repair_journal(location) + _remove_partial_files(location)
             if notes:
                 emit("repaired", {"notes": notes})
         # an unreadable journal, an unreachable server: say so before any work (and create nothing yet)
         storage = open_storage(location, wait=True) if not embedded or location.journal_path.exists() else None
-        ctx = build_context(config)
+        ctx = build_context(config, location=location)
         study, storage = create_or_load_study(location, config, ctx, storage=storage)
         write_config(location, config)
         emit("study", {"study": study})
@@ -348,6 +357,17 @@ def search(
             interrupted = _run_processes(location, config, workers, study, storage, emit)
         failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
         return SearchResult(location, _finished(study), failed, interrupted)
+
+
+def _remove_partial_files(location: StudyLocation) -> list[str]:
+    """Temporary files of distilled stage variants left by a process killed while writing one (call only
+    while holding the directory's lock: no one else writes then). They were never entries; removing them
+    only frees the disk."""
+    folder = location.directory / STAGES_DIR
+    partial = sorted(folder.glob(".*.tmp*")) if folder.is_dir() else []
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return [f"removed {len(partial)} partial stage variant file(s) left by a process that died while writing"] if partial else []
 
 
 def _worker_main(location: StudyLocation, config: SearchConfig, worker: int, threads: int) -> None:

@@ -208,7 +208,7 @@ def check_compatible(study: optuna.Study, config: SearchConfig, location: StudyL
             f"{FORMAT_VERSION}): use another --study-dir"
         )
     ours = config.fingerprint()
-    theirs = SearchConfig.from_dict(record.config).fingerprint()
+    theirs = record.search_config().fingerprint()  # type: ignore[union-attr]
     if ours != theirs:
         diffs = _differences(theirs, ours)
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in diffs[:3])

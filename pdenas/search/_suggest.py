@@ -2,8 +2,11 @@
 blocks per stage and add one Global layer).
 
 Parameter names are ``<stage>.<choice>`` (``layer2.keep``, ``layer2.global``, ``layer2.iterations``,
-``layer2.dt``, ...), or ``all.<choice>`` when the space is shared by all stages. Choices with a single
-option are fixed, not suggested; Global-layer settings are only suggested when a Global layer is.
+``layer2.dt``, ``layer2.init``, ...), or ``all.<choice>`` when the space is shared by all stages. Choices
+with a single option are fixed, not suggested; Global-layer settings are only suggested when a Global
+layer is, and ``residual`` only for the ``random`` init (the ``identity`` form is residual already).
+A dt range with a ``step`` is a grid: its values are rounded to the grid, so that equal choices give
+equal plans (and reuse each other's distilled stages).
 """
 
 from __future__ import annotations
@@ -50,12 +53,12 @@ def _suggest_stage(trial: optuna.Trial, prefix: str, m: int, space: SearchSpace)
     use_global = _categorical(trial, f"{prefix}.global", space.global_layer)
     if not use_global:
         return StagePlan(keep=keep, global_layer=None)
-    config = GlobalLayerConfig(
-        iterations=_int(trial, f"{prefix}.iterations", space.iterations.low, space.iterations.high),
-        dt=_float(trial, f"{prefix}.dt", space.dt.low, space.dt.high, log=space.dt.log),
-        diffusion=_categorical(trial, f"{prefix}.diffusion", space.diffusion),
-        residual=_categorical(trial, f"{prefix}.residual", space.residual),
-    )
+    iterations = _int(trial, f"{prefix}.iterations", space.iterations.low, space.iterations.high)
+    dt = _float(trial, f"{prefix}.dt", space.dt.low, space.dt.high, log=space.dt.log, step=space.dt.step)
+    diffusion = _categorical(trial, f"{prefix}.diffusion", space.diffusion)
+    init = _categorical(trial, f"{prefix}.init", space.global_init)
+    residual = False if init == "identity" else _categorical(trial, f"{prefix}.residual", space.residual)
+    config = GlobalLayerConfig(iterations=iterations, dt=dt, diffusion=diffusion, residual=residual, init=init)
     return StagePlan(keep=keep, global_layer=config)
 
 
@@ -64,8 +67,11 @@ def _int(trial: optuna.Trial, name: str, low: int, high: int | None) -> int:
     return low if low == high else trial.suggest_int(name, low, high)
 
 
-def _float(trial: optuna.Trial, name: str, low: float, high: float, *, log: bool) -> float:
-    return low if low == high else trial.suggest_float(name, low, high, log=log)
+def _float(trial: optuna.Trial, name: str, low: float, high: float, *, log: bool, step: float | None = None) -> float:
+    if low == high:
+        return low
+    value = trial.suggest_float(name, low, high, log=log, step=step)
+    return value if step is None else round(value, 10)  # 0.30000000000000004 -> 0.3: one value per grid point
 
 
 def _categorical(trial: optuna.Trial, name: str, options: list[Any]) -> Any:

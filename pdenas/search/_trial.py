@@ -1,8 +1,10 @@
-"""One trial: suggest a plan, build the candidate, cost it, train it on the budget, score it.
+"""One trial: suggest a plan, build the candidate, cost it, then (``_candidate``) assemble it from the
+trained original's distilled stages, fine-tune it with the original as teacher and score it.
 
 A candidate over a constraint is recorded with its costs and not trained. A plan that an earlier
 trial already trained reuses that result. A candidate that diverges or raises is recorded as failed
-with the reason, and the search goes on.
+with the reason, and the search goes on. The original model's trial (trial 0) is trained (or, with
+``weights``, scored as it is) and its trained weights kept; every other trial waits for them.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from optuna.trial import TrialState
 
 from ..cost import latency, profile
 from ..surgery import CompressionPlan
-from ..train import train_model
+from ._candidate import train_candidate
 from ._context import SearchContext, build_candidate, plan_key
+from ._original import keep_original, use_trained_original
 from ._record import TrialRecord
 from ._storage import fail_stale_trials
 from ._suggest import suggest_plan
@@ -25,6 +28,7 @@ from ._suggest import suggest_plan
 __all__ = ["TrialOutcome", "run_trial"]
 
 EpochCallback = Callable[[int, int, float], None]
+EventCallback = Callable[[str, dict], None]
 WAIT_FOR_DUPLICATES = 3600.0  # seconds to wait for another worker training the same plan
 
 
@@ -37,16 +41,19 @@ class TrialOutcome:
 
 def run_trial(
     study: optuna.Study, trial: optuna.Trial, ctx: SearchContext, *, on_epoch: EpochCallback | None = None,
+    on_event: EventCallback | None = None,
 ) -> TrialOutcome:
-    """Evaluate ``trial``; the caller tells Optuna the outcome."""
+    """Evaluate ``trial``; the caller tells Optuna the outcome. ``on_event(kind, info)`` hears ``original_wait``
+    (for the original's trial, ``info["original"]`` its number) and ``stages`` (the stage-wise step's results)."""
     start = time.perf_counter()
     config = ctx.config
+    emit = on_event or (lambda kind, info: None)
     reference = TrialRecord.from_trial(trial).reference
     plan = CompressionPlan.identity(ctx.stages) if reference else suggest_plan(trial, ctx.stages, config.space)
     key = plan_key(plan)
     TrialRecord.write(trial, plan=plan.to_dict(), plan_text=plan.describe(ctx.stages), seed=config.seed)
 
-    candidate = build_candidate(ctx, plan)
+    candidate = build_candidate(ctx, plan)  # its costs (the weights do not change them)
     cost = profile(candidate, ctx.input_size)
     feasible = _set_constraints(trial, ctx, cost.macs, cost.params)
     TrialRecord.write(trial, macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, feasible=feasible)
@@ -58,21 +65,29 @@ def run_trial(
         TrialRecord.write(trial, wall_time=time.perf_counter() - start)
         return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, 0.0, cost, latency_ms))
 
-    earlier = _find_result(study, trial.number, key, WAIT_FOR_DUPLICATES)
+    earlier = None if reference else _find_result(study, trial.number, key, WAIT_FOR_DUPLICATES)
     if earlier is not None:
         TrialRecord.write(
             trial, accuracy=earlier.accuracy, train_time=earlier.train_time, eval_time=earlier.eval_time,
-            epochs=earlier.epochs, reused_from=earlier.number, wall_time=time.perf_counter() - start,
+            epochs=earlier.epochs, reused_from=earlier.number, initial_accuracy=earlier.initial_accuracy,
+            stages=earlier.stages, wall_time=time.perf_counter() - start,
         )
         return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, earlier.accuracy, cost, latency_ms))
 
-    teacher = ctx.base_model if config.budget.distillation > 0 else None
-    result = train_model(
-        candidate, ctx.data, config.budget, seed=config.seed, device=ctx.device, teacher=teacher, on_epoch=on_epoch
-    )
+    if not reference:  # every candidate compresses the trained original
+        use_trained_original(ctx, study, wait=True,
+                             on_wait=lambda original: emit("original_wait", {"trial": trial.number, "original": original.number,
+                                                                      "worker": original.worker}))
+    trained = train_candidate(ctx, plan, reference=reference, on_epoch=on_epoch)
+    if trained.stages:
+        TrialRecord.write(trial, stages=trained.stages, stagewise_time=trained.stagewise_time)
+        emit("stages", {"trial": trial.number, "stages": trained.stages, "initial_accuracy": trained.initial_accuracy})
+    if reference and config.weights is None:
+        TrialRecord.write(trial, weights_fingerprint=keep_original(ctx, trained.model, study=study, number=trial.number))
+    result = trained.result
     TrialRecord.write(
-        trial, accuracy=result.accuracy, train_time=result.train_time, eval_time=result.eval_time, epochs=result.epochs,
-        wall_time=time.perf_counter() - start,
+        trial, accuracy=result.accuracy, initial_accuracy=trained.initial_accuracy, train_time=result.train_time,
+        eval_time=result.eval_time, epochs=result.epochs, wall_time=time.perf_counter() - start,
     )
     return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, result.accuracy, cost, latency_ms))
 
@@ -94,7 +109,7 @@ def _set_constraints(trial: optuna.Trial, ctx: SearchContext, macs: int, params:
 
 
 def _find_result(study: optuna.Study, number: int, key: str, wait: float) -> TrialRecord | None:
-    """A trained trial with the same plan; waits while another worker is training it (and, on a shared
+    """A trained candidate's trial with the same plan; waits while another worker is training it (and, on a shared
     storage, stops waiting when that worker's heartbeats stop: its trial is then failed as stale)."""
     deadline = time.monotonic() + wait
     while True:
@@ -102,8 +117,8 @@ def _find_result(study: optuna.Study, number: int, key: str, wait: float) -> Tri
         running = False
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
             other = TrialRecord.from_trial(trial)
-            if other.number == number or other.plan is None or plan_key(other.plan) != key:
-                continue
+            if other.number == number or other.reference or other.plan is None or plan_key(other.plan) != key:
+                continue  # the original's trial trains (or scores) the original itself, not a candidate
             if other.state == TrialState.COMPLETE and other.accuracy is not None:
                 return other
             if other.state == TrialState.RUNNING and other.number < number:

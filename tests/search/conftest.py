@@ -27,6 +27,10 @@ budget:
   lr: 0.05
   subset: {subset}
   val_fraction: 0.2
+stagewise:  # a light stage-wise step: these tests are about the search around it (test_stagewise.py is about the step)
+  images: 120
+  val_images: 60
+  recipe: {{epochs: 1, batch_size: 32, precision: fp32}}
 sampler:
   name: random
 """

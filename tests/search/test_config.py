@@ -34,8 +34,9 @@ def test_every_key_is_documented():
     readme = (ROOT / "search_spaces" / "README.md").read_text()
     space = SearchConfig()
     keys = [k for k in space.to_dict() if k != "source"]
-    for section in ("space", "budget", "constraints", "sampler"):
+    for section in ("space", "budget", "stagewise", "constraints", "sampler"):
         keys += list(getattr(space, section).__dict__)
+    keys += list(space.stagewise.recipe.__dict__) + ["step"]
     missing = [k for k in keys if f"`{k}`" not in readme]
     assert not missing
 
@@ -59,7 +60,17 @@ def write(tmp_path: Path, text: str) -> Path:
         ("space:\n  diffusion: []\n", "'space.diffusion' is an empty list"),
         ("objectives: [accuracy, macz]\n", "unknown objective 'macz' (did you mean 'macs'?)"),
         ("sampler:\n  name: cmaes\n", "'sampler.name' must be tpe, nsga2 or random"),
-        ("budget:\n  distillation: 0.5\n", "needs the original model's weights"),
+        ("budget:\n  distillation: 1.5\n", "'budget.distillation' must lie in [0, 1], got 1.5"),
+        ("space:\n  dt: {low: 0.1, high: 0.4, step: 0.1, log: true}\n", "'space.dt.step' needs log: false"),
+        ("space:\n  dt: {low: 0.1, high: 0.4, step: 0.25}\n", "'space.dt.step' = 0.25 does not divide high - low = 0.3"),
+        ("space:\n  dt: {low: 0.1, high: 0.4, step: -0.1}\n", "'space.dt.step' must be a number > 0 (or null: no grid), got -0.1"),
+        ("space:\n  global_init: [random, zero]\n", "'space.global_init' choices: init must be 'random' or 'identity', got 'zero'"),
+        ("space:\n  global_init: [identity]\n  residual: [true]\n", "'space.global_init: [identity]' cannot go with 'space.residual: [true]'"),
+        ("stagewise:\n  images: 0\n", "'stagewise.images' must be >= 1, got 0"),
+        ("stagewise:\n  enabled: yes please\n", "'stagewise.enabled' must be true or false"),
+        ("stagewise:\n  recipe:\n    lr: 0\n", "'stagewise.recipe.lr' must be a number > 0, got 0.0"),
+        ("stagewise:\n  recipe:\n    epoch: 2\n", "unknown key 'stagewise.recipe.epoch' (did you mean 'stagewise.recipe.epochs'?)"),
+        ("stagewise:\n  recipe:\n    precision: fp16\n", "'stagewise.recipe.precision' must be fp32, bf16 or auto, got 'fp16'"),
         ("constraints:\n  max_macs: -3\n", "'constraints.max_macs' must be > 0"),
         ("seed: -1\n", "'seed' must be a whole number in [0, 2147483648), got -1"),
         ("seed: 2147483648\n", "'seed' must be a whole number in [0, 2147483648)"),
@@ -82,6 +93,36 @@ def test_wrong_file_gets_one_clear_line(tmp_path, text, message):
     assert message in text_out
     assert "\n" not in text_out
     assert str(tmp_path / "space.yaml") in text_out
+
+
+def test_a_distillation_weight_needs_no_weights_file(tmp_path):
+    """Without ``weights`` trial 0 trains the original, which is then every candidate's teacher."""
+    assert SearchConfig.from_yaml(write(tmp_path, "budget:\n  distillation: 0.5\n")).budget.distillation == 0.5
+
+
+def test_distillation_defaults_on_only_for_a_given_original(tmp_path):
+    """Unset, the weight is 0.7 from weights the user gives (a well-trained teacher) and 0 from the original
+    trial 0 trains on the same budget; whatever the file says wins, and the stored configuration keeps it."""
+    from pdenas.search._config import DISTILLATION_WITH_WEIGHTS
+
+    assert SearchConfig.from_yaml(write(tmp_path, "budget:\n  epochs: 2\n")).budget.distillation == 0.0
+    given = SearchConfig.from_yaml(write(tmp_path, "budget:\n  epochs: 2\n"), weights="w.pt")  # as --weights does
+    assert given.budget.distillation == DISTILLATION_WITH_WEIGHTS == 0.7 and given.budget.epochs == 2
+    assert SearchConfig.from_yaml(write(tmp_path, "weights: w.pt\n")).budget.distillation == 0.7
+    assert SearchConfig.from_yaml(write(tmp_path, "weights: w.pt\nbudget:\n  distillation: 0\n")).budget.distillation == 0.0
+    assert SearchConfig.from_dict(given.with_overrides(weights=None).to_dict()).budget.distillation == 0.7
+
+
+def test_the_dt_grid_and_the_stagewise_section_are_read(tmp_path):
+    config = SearchConfig.from_yaml(write(tmp_path, (
+        "space:\n  dt: {low: 0.1, high: 0.4, step: 0.1}\n  global_init: [random, identity]\n"
+        "stagewise:\n  enabled: false\n  images: 500\n  recipe: {epochs: 3, lr: 0.005, precision: fp32}\n"
+    )))
+    assert config.space.dt.step == 0.1 and not config.space.dt.log
+    assert config.space.global_init == ["random", "identity"]
+    assert (config.stagewise.enabled, config.stagewise.images, config.stagewise.val_images) == (False, 500, 1000)
+    assert (config.stagewise.recipe.epochs, config.stagewise.recipe.lr, config.stagewise.recipe.precision) == (3, 0.005, "fp32")
+    assert SearchConfig.from_dict(config.to_dict()) == config  # the study stores it as JSON
 
 
 def test_missing_file(tmp_path):

@@ -142,6 +142,17 @@ def test_three_workers_finish_exactly_the_target_and_never_train_a_plan_twice(po
             assert plan_key(record(source).plan) == plan_key(record(t).plan)
             assert record(source).accuracy == record(t).accuracy
 
+    # every worker compressed the very original trial 0 trained, fetched from the storage into its own folder
+    from pdenas import create_model, load_weights
+    from pdenas.distill import model_fingerprint
+    from pdenas.search import ORIGINAL_FILE, StudyRecord
+
+    fingerprint = StudyRecord.from_study(study).original.weights_fingerprint
+    kept = [tmp_path / f"w{i}" / ORIGINAL_FILE for i in range(3) if (tmp_path / f"w{i}" / ORIGINAL_FILE).is_file()]
+    assert fingerprint is not None and len(kept) >= 2  # trial 0's worker wrote it, the others copied it
+    for path in kept:
+        assert model_fingerprint(load_weights(create_model("resnet_tiny", in_channels=1), path)) == fingerprint
+
     # the report, from a worker's study directory and from "anywhere" (the URL), says the same
     assert cli.main(["report", str(tmp_path / "w0")]) == 0
     assert cli.main(["report", "--storage", url, "--study-name", "three", "--out", str(tmp_path / "anywhere")]) == 0

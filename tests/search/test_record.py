@@ -17,6 +17,7 @@ from pdenas.report import build_report_data, open_study
 from pdenas.search import (
     FORMAT_VERSION,
     SearchConfig,
+    StageRecord,
     StudyLocation,
     StudyRecord,
     TrialRecord,
@@ -44,6 +45,11 @@ def _sample(name: str, hint: typing.Any, index: int) -> typing.Any:
         return samples[hint]()
     if typing.get_origin(hint) is dict and name == "plan":
         return PLAN
+    if typing.get_origin(hint) is dict and name == "stages":
+        return {"layer1": StageRecord(key="layer1-keep1-global-abc", keep=1, global_layer={"iterations": 1, "dt": 0.2},
+                                      loss=0.41, mse=0.2, initial_loss=0.9, reused=False, train_time=3.5, macs=12345),
+                "layer2": StageRecord(key="layer2-keep2-blocks-def", keep=2, global_layer=None, loss=0.3, mse=0.1,
+                                      initial_loss=0.5, reused=True, train_time=1.0)}
     if hint == tuple[int, int]:
         return (3, 4)
     raise AssertionError(f"add a sample value for TrialRecord.{name} ({hint}) to this test")
@@ -184,3 +190,36 @@ def test_no_other_module_touches_pdenas_user_attributes():
     offenders = [f"{path.relative_to(ROOT)}:{n}" for path in sorted((ROOT / "pdenas").rglob("*.py")) if path != record
                  for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_stage_records_of_the_wrong_shape_read_as_missing(tmp_path):
+    study = _journal_study(tmp_path)
+    trial = study.ask()
+    good = {"key": "k", "keep": 1, "global_layer": None, "loss": 0.5, "mse": 0.2, "initial_loss": 0.9, "reused": False,
+            "train_time": 1.0}
+    for value in ({"layer1": {**good, "loss": "low"}}, {"layer1": {**good, "keep": None}}, [good], {"layer1": 3}):
+        trial.set_user_attr("stages", value)  # a study written by some other tool
+        assert TrialRecord.from_trial(trial).stages is None, value
+    trial.set_user_attr("stages", {"layer1": good})
+    assert TrialRecord.from_trial(trial).stages["layer1"].describe() == "keep 1"
+
+
+def test_a_configuration_from_before_the_stagewise_step_reads_as_without_it():
+    """pdenas 0.1.0 stored no ``stagewise`` section: its trials were compressed and fine-tuned without it,
+    and that is how its configuration reads (export rebuilds them so; extending the study is refused)."""
+    import json
+
+    stored = json.loads((OLD_STUDY / "config.json").read_text())["search"]
+    assert "stagewise" not in stored
+    assert StudyRecord(config=stored).search_config().stagewise.enabled is False
+    assert StudyRecord(config=SearchConfig().to_dict()).search_config().stagewise.enabled is True
+
+
+def test_the_originals_weights_travel_in_a_companion_study_not_with_the_trials(tmp_path):
+    study = _journal_study(tmp_path)
+    storage = open_storage(StudyLocation(tmp_path))
+    assert StudyRecord.read_original_weights(study, storage) is None
+    data = bytes(range(256)) * 100
+    StudyRecord.write_original_weights(study, storage, data, "f" * 64)
+    assert StudyRecord.read_original_weights(_reload(tmp_path), open_storage(StudyLocation(tmp_path))) == (data, "f" * 64)
+    assert study.user_attrs == {} and all(not t.user_attrs for t in study.trials)  # the study's own records stay small

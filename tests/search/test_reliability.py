@@ -56,7 +56,7 @@ def complete(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 def _instrumented_search(args: list[str], signal_fd: int, log_path: Path) -> None:
     """In the forked child: report phases on ``signal_fd``, widen them a little, run pdenas search."""
-    import pdenas.search._trial as trial_module
+    import pdenas.search._candidate as trial_module  # where a trial trains its candidate
     import pdenas.train as train_module
     from optuna.storages.journal import JournalFileBackend
     from optuna.storages.journal._file import get_lock_file
@@ -360,11 +360,11 @@ def test_nan_from_an_unstable_dt_fails_the_trial_with_the_reason(tiny_yaml, tmp_
     assert study.trials[0].state == TrialState.COMPLETE and record(study.trials[0]).reference
     failed = study.get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2
-    for t in failed:
+    for t in failed:  # in the stage-wise step (the Global layer trains there first), or when the assembled candidate runs
         reason = record(t).failure
         assert "\n" not in reason
-        assert reason.startswith(("TrainingDiverged: ", "GlobalLayerUnstableError: "))
-        assert "not finite" in reason or "non-finite" in reason
+        assert reason.startswith(("DistillError: the stage-wise step of layer", "TrainingDiverged: ", "GlobalLayerUnstableError: ")), reason
+        assert "nan" in reason or "not finite" in reason or "non-finite" in reason, reason
     shown = [info["reason"] for kind, info in events if kind == "fail"]
     assert shown == [record(t).failure for t in failed]
     print(f"COUNTS unstable_dt: requested=2 finished={counts.completed} failed={counts.failed} retried=0 lost=0")

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
+from pdenas import create_model
 from pdenas.search import SearchConfig, StudyLocation, StudyRecord, TrialRecord, open_storage, plan_key, run_worker, search
 
 from .conftest import pdenas_cmd, run_pdenas
@@ -94,13 +96,30 @@ def test_impossible_budget_is_refused_before_anything_starts(tiny_yaml, tmp_path
 
 
 def test_diverging_candidates_fail_with_the_reason_and_the_search_goes_on(tiny_yaml, tmp_path):
-    path = tiny_yaml(trials=3)
+    """The original is given (trial 0 scores it as it is); every candidate's fine-tuning diverges."""
+    torch.save(create_model("resnet_tiny", in_channels=1).state_dict(), tmp_path / "w.pt")
+    path = tiny_yaml(trials=3, extra=f"weights: {tmp_path / 'w.pt'}\n")
     path.write_text(path.read_text().replace("lr: 0.05", "lr: 1.0e+8"))
     counts = run_worker(StudyLocation(tmp_path / "s"), SearchConfig.from_yaml(path), max_failures=2)
-    assert counts.failed == 2
+    assert (counts.completed, counts.failed) == (1, 2)
     failed = load(tmp_path / "s").get_trials(states=(TrialState.FAIL,))
     assert len(failed) == 2
     assert all("TrainingDiverged" in record(t).failure or "diverged" in record(t).failure for t in failed)
+
+
+def test_an_original_that_cannot_be_trained_stops_the_search_with_one_line(tiny_yaml, tmp_path):
+    """Without ``weights`` every candidate compresses what trial 0 trains: when that diverges, the next
+    trial is failed with the reason and the search stops, in one line, instead of failing every trial."""
+    path = tiny_yaml(trials=3)
+    path.write_text(path.read_text().replace("lr: 0.05", "lr: 1.0e+8"))
+    proc = run_pdenas("search", "--config", str(path), "--study-dir", str(tmp_path / "s"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("pdenas: error: the original model's trial (0) failed (TrainingDiverged: ") and "\n" not in line
+    assert line.endswith("every candidate compresses what it trains: fix the cause (e.g. budget.lr) and start a new "
+                         "study, or pass --weights")
+    states = [t.state for t in load(tmp_path / "s").trials]
+    assert states == [TrialState.FAIL, TrialState.FAIL]  # the original, and the trial that needed it
 
 
 def test_a_different_model_against_an_existing_study_is_refused(tiny_yaml, tmp_path):

@@ -138,5 +138,25 @@ def test_load_weights_shape_mismatch_and_unreadable_files(tmp_path):
     with pytest.raises(WeightsError, match="holds a list, not a state dict"):
         load_weights(build_model("resnet20"), tmp_path / "list.pt")
     torch.save({"format": "pdenas.compressed", "state_dict": {}}, tmp_path / "ckpt.pt")
-    with pytest.raises(WeightsError, match="load it with pdenas.load_compressed"):
+    with pytest.raises(WeightsError, match="is a compressed model .*, not the original: pass the original's weights"):
         load_weights(build_model("resnet20"), tmp_path / "ckpt.pt")
+
+
+def test_load_weights_takes_a_compressed_checkpoint_of_the_identity_plan_only(tmp_path):
+    """``save_compressed`` with the identity plan is the original model (benchmarks/models/*.pt, a study's
+    original.pt): its weights load; a checkpoint whose plan drops blocks or adds Global layers is not."""
+    from pdenas import CompressionPlan, StagePlan, compress, find_stages, save_compressed
+
+    example = torch.zeros(2, 3, 32, 32)
+    trained = build_model("resnet20")
+    stages = find_stages(trained, example)
+    for name, plan in (("identity", CompressionPlan.identity(stages)), ("dropped", CompressionPlan({"layer2": StagePlan(keep=1)})),
+                       ("global", CompressionPlan.paper(stages))):
+        save_compressed(tmp_path / f"{name}.pt", compress(trained, plan, example), plan=plan, model_spec="resnet20",
+                        input_size=(3, 32, 32))
+    model = load_weights(build_model("resnet20"), tmp_path / "identity.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), trained.state_dict().values(), strict=True))
+    with pytest.raises(WeightsError, match=r"dropped.pt is a compressed model \(layer2: keep 1\), not the original"):
+        load_weights(build_model("resnet20"), tmp_path / "dropped.pt")
+    with pytest.raises(WeightsError, match=r"global.pt is a compressed model \(layer1: keep 1 \+ Global; .*load it with pdenas.load_compressed"):
+        load_weights(build_model("resnet20"), tmp_path / "global.pt")

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cost import Cost, latency, profile
+from ..cost import Cost, profile
 from ..data import load_dataset
 from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
 from ..train import resolve_device
@@ -33,7 +33,6 @@ class SearchContext:
     input_size: tuple[int, int, int]
     num_classes: int
     original: Cost
-    original_latency_ms: float | None
     max_macs: float | None  # absolute limits
     max_params: float | None
 
@@ -55,12 +54,11 @@ def build_context(config: SearchConfig) -> SearchContext:
         load_weights(model, config.weights)
     example = torch.zeros(2, *input_size)
     stages = select_stages(find_stages(model, example), config.space)
-    original = profile(model, input_size)
-    original_latency = latency(model, input_size, repeats=10) * 1000 if _wants_latency(config) else None
+    original = profile(model, input_size)  # its latency: measured once, by its own trial (trial 0)
     max_macs = _absolute(config.constraints.max_macs, original.macs)
     max_params = _absolute(config.constraints.max_params, original.params)
     ctx = SearchContext(
-        config, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params
+        config, model, stages, data, device, input_size, num_classes, original, max_macs, max_params
     )
     _check_budget_possible(ctx)
     return ctx
@@ -84,10 +82,6 @@ def build_candidate(ctx: SearchContext, plan: CompressionPlan) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(candidate_seed(ctx.config.seed, plan))
         return compress(ctx.base_model, plan, ctx.example_input())
-
-
-def _wants_latency(config: SearchConfig) -> bool:
-    return config.measure_latency or "latency" in config.objectives
 
 
 def _absolute(limit: float | None, original: int) -> float | None:

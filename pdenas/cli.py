@@ -21,6 +21,8 @@ from rich.console import Console
 
 __all__ = ["main"]
 
+RUNTIME_CHOICES = ("torch", "torchscript", "onnxruntime", "aoti")  # pdenas.cost.RUNTIMES, without importing torch for --help
+
 # markup off: user text (paths, model names, errors such as "pip install 'pdenas[onnx]'") prints as it is
 console = Console(markup=False, highlight=False)
 err_console = Console(stderr=True, markup=False, highlight=False)
@@ -284,7 +286,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         export_trial(Path(args.dir), trial=args.trial, epochs=args.epochs, out=args.out,
-                     formats=parse_formats(args.format), device=args.device, console=console)
+                     formats=parse_formats(args.format), device=args.device, runtime=args.runtime, console=console)
     except ExportError as err:
         raise CliError(str(err)) from None
     return 0
@@ -369,9 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the checkpoint's path (*.pt; the other files get its stem) or a folder "
                    "(default DIR/export/trial-N/model.pt)")
     p.add_argument("--format", action="append", default=[], metavar="FORMAT",
-                   help="pt, torchscript, onnx: repeat or give a comma list; pt (the checkpoint, loadable with "
-                   "pdenas.load_compressed) is always written")
+                   help="pt, torchscript, onnx, aoti (an AOTInductor .pt2 package; compiles C++): repeat or give a comma "
+                   "list; pt (the checkpoint, loadable with pdenas.load_compressed) is always written")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (default auto)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES,
+                   help="where to measure latency, the exported model's and the original's (default: the study's "
+                   "latency.runtime, with its batch size and threads)")
     p.set_defaults(func=cmd_export)
     return parser
 

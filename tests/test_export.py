@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 import pdenas
 import pdenas.export._formats as export_formats
 from pdenas.cli import main
-from pdenas.export import CARD_KEY, TOLERANCE, ExportError, ModelCard, export_trial, parse_formats
+from pdenas.export import CARD_KEY, TOLERANCE, ExportError, ModelCard, evaluate_model, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
 from pdenas.search import SearchConfig, StudyLocation, create_or_load_study, search
 from pdenas.search import StudyRecord, TrialRecord
@@ -302,12 +302,15 @@ def test_a_latency_runtime_that_is_not_installed_is_refused_before_any_work(stud
 
 @pytest.mark.slow
 def test_export_an_aoti_package_that_carries_its_card(study_dir, tmp_path):
-    """AOTInductor compiles C++ (about a minute): the package is parity-checked like the other files and says
-    how to feed it."""
+    """AOTInductor compiles C++ (about a minute): the package is parity-checked like the other files, says how
+    to feed it, and evaluates to the checkpoint's accuracy."""
     result = export_trial(study_dir, trial=_candidate(study_dir).number, out=tmp_path, formats="aoti")
     assert result.paths["aoti"] == tmp_path / "model.pt2" and result.max_abs_diff["aoti"] <= TOLERANCE
     compiled = torch._inductor.aoti_load_package(str(tmp_path / "model.pt2"))
     assert ModelCard.from_json(compiled.get_metadata()[CARD_KEY]) == result.card
+    aoti = evaluate_model(tmp_path / "model.pt2", "digits", latency=False)
+    checkpoint = evaluate_model(tmp_path / "model.pt", "digits", latency=False)
+    assert aoti.format == "aoti" and aoti.images == checkpoint.images == 1797 and aoti.correct == checkpoint.correct
 
 
 def test_formats():

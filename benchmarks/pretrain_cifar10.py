@@ -19,7 +19,6 @@ class names) in its metadata, and is recorded in ``benchmarks/models/MANIFEST.js
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys

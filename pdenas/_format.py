@@ -1,11 +1,11 @@
 """Numbers as a person reads them, the same in the terminal, the report and the export: accuracy in percent,
-MACs as "15.2M", ratios as "4.58x", durations and latencies with their units."""
+MACs as "15.2M", ratios as "4.58x", durations and latencies with their units, and how a latency was measured."""
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["percent", "points", "count", "ratio", "seconds", "milliseconds"]
+__all__ = ["percent", "points", "count", "ratio", "seconds", "milliseconds", "runtime_setup"]
 
 _DASH = "–"
 
@@ -59,3 +59,13 @@ def seconds(value: float | None) -> str:
 def milliseconds(value: float | None) -> str:
     """Latency: 1.234 -> "1.23 ms"."""
     return _DASH if value is None or math.isnan(value) else f"{value:.3g} ms"
+
+
+def runtime_setup(runtime: str | None, batch_size: int | None, threads: int | None) -> str:
+    """How a latency was measured: "onnxruntime, batch 1, 2 threads" (the parts known)."""
+    parts = [runtime or "runtime not recorded"]
+    if batch_size is not None:
+        parts.append(f"batch {batch_size}")
+    if threads is not None:
+        parts.append(f"{threads} thread" + ("" if threads == 1 else "s"))
+    return ", ".join(parts)

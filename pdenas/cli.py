@@ -5,6 +5,7 @@
     pdenas status DIR                               trials by state, the Pareto set, the original
     pdenas report DIR / pdenas show DIR             the HTML report / the Pareto table
     pdenas export DIR --trial N                     rebuild, fine-tune and save a candidate
+    pdenas evaluate MODEL --dataset DIR             accuracy, MACs, params, latency of an exported model
     pdenas info [--model M] [--input 3x32x32]       the stages, parameters and MACs pdenas sees
 """
 
@@ -20,6 +21,8 @@ from typing import Any, Callable, NoReturn, Sequence
 from rich.console import Console
 
 __all__ = ["main"]
+
+RUNTIME_CHOICES = ("torch", "torchscript", "onnxruntime", "aoti")  # pdenas.cost.RUNTIMES, without importing torch for --help
 
 # markup off: user text (paths, model names, errors such as "pip install 'pdenas[onnx]'") prints as it is
 console = Console(markup=False, highlight=False)
@@ -292,7 +295,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         export_trial(Path(args.dir), trial=args.trial, epochs=args.epochs, out=args.out,
-                     formats=parse_formats(args.format), device=args.device, console=console)
+                     formats=parse_formats(args.format), device=args.device, runtime=args.runtime, console=console)
+    except ExportError as err:
+        raise CliError(str(err)) from None
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .export import ExportError, evaluate_model
+
+    try:
+        evaluate_model(Path(args.model), args.dataset, runtime=args.runtime, batch_size=args.batch_size,
+                       threads=args.threads, known_classes_only=args.known_classes_only, console=console)
     except ExportError as err:
         raise CliError(str(err)) from None
     return 0
@@ -377,10 +391,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the checkpoint's path (*.pt; the other files get its stem) or a folder "
                    "(default DIR/export/trial-N/model.pt)")
     p.add_argument("--format", action="append", default=[], metavar="FORMAT",
-                   help="pt, torchscript, onnx: repeat or give a comma list; pt (the checkpoint, loadable with "
-                   "pdenas.load_compressed) is always written")
+                   help="pt, torchscript, onnx, aoti (an AOTInductor .pt2 package; compiles C++): repeat or give a comma "
+                   "list; pt (the checkpoint, loadable with pdenas.load_compressed) is always written")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (default auto)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES,
+                   help="where to measure latency, the exported model's and the original's (default: the study's "
+                   "latency.runtime, with its batch size and threads)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "evaluate", help="accuracy, MACs, params and latency of an exported model on a folder of labelled images",
+        description="Evaluate an exported model (model.pt, model.onnx, model.torchscript.pt or an AOTInductor .pt2) "
+        "on every image of an ImageFolder folder or archive (DIR/<class>/<image>), fed as the model's own card says "
+        "(its size, colour mode, mean and std, not the dataset's), with the dataset's classes matched to the "
+        "model's by name; then time it, next to the original model's architecture in the same runtime.",
+    )
+    p.add_argument("model", help="the exported file: model.pt, model.onnx, model.torchscript.pt or model.pt2")
+    p.add_argument("--dataset", required=True, help="an ImageFolder folder or .tar.gz of one (or digits, cifar10, cifar100)")
+    p.add_argument("--runtime", choices=RUNTIME_CHOICES,
+                   help="where to measure latency: any for model.pt (default: the runtime it was measured in at export), "
+                   "the file's own for the others")
+    p.add_argument("--batch-size", type=_whole(1), default=1, help="images per call when timing (default 1)")
+    p.add_argument("--threads", type=_whole(1), help="intra-op threads when timing (default: torch's thread count)")
+    p.add_argument("--known-classes-only", action="store_true",
+                   help="leave out the dataset's classes the model does not have, instead of refusing the dataset")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import statistics
 import tempfile
 import warnings
@@ -34,11 +36,12 @@ from ._util import preserved_modes
 from .nn import use_form
 
 __all__ = [
-    "RUNTIMES", "Cost", "Latency", "LatencyError", "Runtime", "count_params", "latency", "macs_by_module",
-    "measure_latency", "profile",
+    "RUNTIMES", "Cost", "Latency", "LatencyError", "Runtime", "check_runtime", "count_params", "latency",
+    "macs_by_module", "measure_latency", "profile", "time_call",
 ]
 
 Runtime = Literal["torch", "torchscript", "onnxruntime", "aoti"]
+WARMUP_CALLS = 3  # before timing: TorchScript's profiling executor optimizes a loaded file on its 2nd and 3rd calls
 RUNTIMES: tuple[str, ...] = ("torch", "torchscript", "onnxruntime", "aoti")
 
 # Elementwise arithmetic that fvcore leaves uncounted; each costs one MAC per output element.
@@ -125,33 +128,72 @@ def measure_latency(
     ``"onnxruntime"`` and ``"aoti"`` first write the model with :mod:`pdenas.export`'s writers to a
     temporary file (the AOTInductor package compiles C++: about a minute) and time that file in its
     runtime (onnxruntime: an ``InferenceSession`` with ``intra_op_num_threads``). Timing:
-    ``torch.utils.benchmark.Timer.blocked_autorange`` for at least ``min_run_time`` seconds after a
-    warm-up call. ``threads`` defaults to ``torch.get_num_threads()``. Every module keeps its train/eval
+    ``torch.utils.benchmark.Timer.blocked_autorange`` for at least ``min_run_time`` seconds after
+    :data:`WARMUP_CALLS` warm-up calls. ``threads`` defaults to ``torch.get_num_threads()``. Every module keeps its train/eval
     flag afterwards.
 
     Raises:
         LatencyError: an unknown runtime, a runtime that is not installed (onnxruntime: ``pip install
             'pdenas[onnx]'``), a model the runtime's writer cannot export, or bad sizes.
     """
-    if runtime not in RUNTIMES:
-        raise LatencyError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    check_runtime(runtime)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise LatencyError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise LatencyError(f"threads must be a whole number >= 1, got {threads!r}")
+    _check_threads(threads)
     threads = threads or torch.get_num_threads()
     inputs = _example_input(model, input_size, device, batch_size=batch_size)
     if runtime == "onnxruntime" and inputs.device.type != "cpu":
         raise LatencyError(f"runtime 'onnxruntime' runs on the CPU here; the model is on {inputs.device}: pass device='cpu'")
     with preserved_modes(model, False), _torch_threads(threads), tempfile.TemporaryDirectory(prefix="pdenas-latency-") as folder:
         call = _runner(model, inputs, runtime, threads, Path(folder))
-        call()  # warm-up: first-call allocations, oneDNN primitives, ORT's arena
+        return time_call(call, runtime=runtime, batch_size=batch_size, threads=threads, device=inputs.device,
+                         min_run_time=min_run_time)
+
+
+def time_call(
+    call: Callable[[], Any],
+    *,
+    runtime: str,
+    batch_size: int,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+    min_run_time: float = 0.2,
+) -> Latency:
+    """Time ``call``, one inference of a batch of ``batch_size`` already set up in ``runtime`` (a loaded
+    file, a session), as :func:`measure_latency` times its own: :data:`WARMUP_CALLS` warm-up calls, then
+    ``torch.utils.benchmark.Timer.blocked_autorange`` for at least ``min_run_time`` seconds with ``threads``
+    torch threads (default ``torch.get_num_threads()``; an onnxruntime session sets its own)."""
+    _check_threads(threads)
+    threads = threads or torch.get_num_threads()
+    with _torch_threads(threads):
+        for _ in range(WARMUP_CALLS):  # first-call allocations, oneDNN primitives, ORT's arena, TorchScript's profiling runs
+            call()
         timer = _timer_class()(stmt="call()", globals={"call": call}, num_threads=threads)
         measured = timer.blocked_autorange(min_run_time=min_run_time)
     return Latency(
         median_ms=measured.median * 1e3, runtime=runtime, batch_size=batch_size, threads=threads,
-        device=str(inputs.device), runs=measured.number_per_run * len(measured.times),
+        device=str(device), runs=measured.number_per_run * len(measured.times),
     )
+
+
+def check_runtime(runtime: str) -> None:
+    """Refuse, before any work, an unknown runtime or one that cannot run here (:class:`LatencyError`, one
+    line): ``onnxruntime`` needs the onnxruntime package, ``aoti`` a C++ compiler to compile the model."""
+    if runtime not in RUNTIMES:
+        raise LatencyError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime  # type: ignore[import-untyped,unused-ignore]  # noqa: F401
+        except ImportError:
+            raise LatencyError("runtime 'onnxruntime' needs onnxruntime: pip install 'pdenas[onnx]'") from None
+    if runtime == "aoti" and not any(shutil.which(cxx) for cxx in (os.environ.get("CXX") or "g++", "c++", "clang++")):
+        raise LatencyError("runtime 'aoti' compiles the model with a C++ compiler, and none was found (g++, c++, clang++ or $CXX): "
+                           "install one, or use another runtime")
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise LatencyError(f"threads must be a whole number >= 1, got {threads!r}")
 
 
 @contextlib.contextmanager
@@ -166,12 +208,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 def _runner(model: nn.Module, inputs: torch.Tensor, runtime: str, threads: int, folder: Path) -> Callable[[], Any]:
     """A no-argument call that runs one inference of ``inputs`` in ``runtime`` (writing the file it needs)."""
-    if runtime == "onnxruntime":
-        try:
-            import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
-        except ImportError:
-            raise LatencyError("runtime 'onnxruntime' needs onnxruntime: pip install 'pdenas[onnx]'") from None
-    from .export import ExportError, aoti_runner, export_aoti, export_onnx, export_torchscript
+    from .export import ExportError, aoti_runner, export_aoti, export_onnx, export_torchscript, onnx_session
 
     sync = _synchronize if inputs.device.type == "cuda" else (lambda device: None)
     try:
@@ -190,12 +227,9 @@ def _runner(model: nn.Module, inputs: torch.Tensor, runtime: str, threads: int, 
             export_aoti(model, folder / "model.pt2", inputs)
             return _no_grad_call(aoti_runner(folder / "model.pt2"), inputs, sync)
         export_onnx(model, folder / "model.onnx", inputs)
+        session = onnx_session(folder / "model.onnx", threads=threads)
     except ExportError as err:
         raise LatencyError(f"cannot measure the latency in {runtime}: {err}") from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: inputs.numpy()}
     return lambda: session.run(None, feed)
 
@@ -221,7 +255,8 @@ def latency(
     """Median wall time in seconds of one eager inference forward pass on a batch, after ``warmup`` calls,
     over ``repeats`` calls each timed with ``torch.utils.benchmark.Timer``.
 
-    The search's and the export's measure (kept for them); :func:`measure_latency` measures in any runtime.
+    Eager PyTorch only (kept for callers of pdenas 0.1.0); :func:`measure_latency` measures in any runtime,
+    and is what the search, the export and ``pdenas evaluate`` use.
     """
     inputs = _example_input(model, input_size, device, batch_size=batch_size)
     sync = _synchronize if inputs.device.type == "cuda" else (lambda device: None)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState, create_trial
 import pdenas
 import pdenas.export._formats as export_formats
 from pdenas.cli import main
-from pdenas.export import TOLERANCE, ExportError, export_trial, parse_formats
+from pdenas.export import CARD_KEY, TOLERANCE, ExportError, ModelCard, evaluate_model, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
 from pdenas.search import SearchConfig, StudyLocation, create_or_load_study, search
 from pdenas.search import StudyRecord, TrialRecord
@@ -125,16 +125,20 @@ def test_export_more_epochs_trains_further_and_records_it(study_dir, tmp_path):
 
 def test_cli_export_knee_to_onnx(study_dir, capsys):
     knee = select_trial(open_study(study_dir), "pareto:knee").number
-    assert main(["export", str(study_dir), "--trial", "pareto:knee", "--format", "onnx"]) == 0
+    assert main(["export", str(study_dir), "--trial", "pareto:knee", "--format", "onnx", "--runtime", "onnxruntime"]) == 0
     out = capsys.readouterr().out
     assert f"trial {knee}: original vs exported" in out
     for row in ("accuracy", "MACs", "params", "latency"):
         assert row in out
     assert "check onnx" in out and "ok" in out
+    # latency in the runtime asked for, the original's too (the study measured none: its section's default is torch)
+    assert "latency: onnxruntime, batch 1, 1 thread, median per call on the CPU, both measured now" in " ".join(out.split())
 
     folder = study_dir / "export" / f"trial-{knee}"
     model = pdenas.load_compressed(folder / "model.pt")
     assert model.pdenas_metadata["trial"] == knee
+    card = ModelCard.from_dict(model.pdenas_metadata["model_card"])
+    assert card.latency.runtime == "onnxruntime" and card.latency.median_ms == model.pdenas_metadata["latency_ms"]
     x = _inputs(model, 3)
     with torch.no_grad():
         expected = model(x).numpy()
@@ -288,10 +292,33 @@ def test_onnx_without_the_onnx_extra_is_refused_before_any_work(study_dir, tmp_p
     assert "training" not in captured.out and not out.exists()
 
 
+def test_a_latency_runtime_that_is_not_installed_is_refused_before_any_work(study_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    out = tmp_path / "out"
+    assert main(["export", str(study_dir), "--trial", str(_candidate(study_dir).number), "--runtime", "onnxruntime", "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "pdenas: error: --runtime onnxruntime: runtime 'onnxruntime' needs onnxruntime: pip install 'pdenas[onnx]'\n"
+    assert "training" not in captured.out and not out.exists()
+
+
+@pytest.mark.slow
+def test_export_an_aoti_package_that_carries_its_card(study_dir, tmp_path):
+    """AOTInductor compiles C++ (about a minute): the package is parity-checked like the other files, says how
+    to feed it, and evaluates to the checkpoint's accuracy."""
+    result = export_trial(study_dir, trial=_candidate(study_dir).number, out=tmp_path, formats="aoti")
+    assert result.paths["aoti"] == tmp_path / "model.pt2" and result.max_abs_diff["aoti"] <= TOLERANCE
+    compiled = torch._inductor.aoti_load_package(str(tmp_path / "model.pt2"))
+    assert ModelCard.from_json(compiled.get_metadata()[CARD_KEY]) == result.card
+    aoti = evaluate_model(tmp_path / "model.pt2", "digits", latency=False)
+    checkpoint = evaluate_model(tmp_path / "model.pt", "digits", latency=False)
+    assert aoti.format == "aoti" and aoti.images == checkpoint.images == 1797 and aoti.correct == checkpoint.correct
+
+
 def test_formats():
     assert parse_formats(None) == ("pt",)
     assert parse_formats("onnx") == ("pt", "onnx")
     assert parse_formats(["onnx,torchscript", "pt"]) == ("pt", "torchscript", "onnx")
+    assert parse_formats("aoti,onnx") == ("pt", "onnx", "aoti")
     with pytest.raises(ExportError, match="unknown export format 'tflite'"):
         parse_formats(["pt,tflite"])
 

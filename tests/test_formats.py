@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 import sys
 import textwrap
@@ -100,6 +101,23 @@ def test_torchscript_file_matches_and_runs_without_pdenas(tmp_path):
     assert (torch.load(tmp_path / "y.pt") - _logits(model, x)).abs().max() <= TOLERANCE
 
 
+def test_onnx_and_torchscript_files_keep_their_metadata_readable_without_pdenas(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model, metadata = _model(), {"pdenas.model_card": '{"classes": ["a"]}', "note": "ok"}
+    export_onnx(model, tmp_path / "m.onnx", torch.randn(2, 3, 32, 32), metadata=metadata)
+    export_torchscript(model, tmp_path / "m.pt", torch.randn(2, 3, 32, 32), metadata=metadata)
+    out = _without_pdenas(f"""
+        import json, onnxruntime, torch
+        session = onnxruntime.InferenceSession({str(tmp_path / 'm.onnx')!r})
+        extra = {{"pdenas.model_card": "", "note": ""}}
+        torch.jit.load({str(tmp_path / 'm.pt')!r}, _extra_files=extra)
+        print(json.dumps([session.get_modelmeta().custom_metadata_map, {{k: v.decode() for k, v in extra.items()}}]))
+    """)
+    onnx_props, extra = json.loads(out)
+    assert {k: onnx_props[k] for k in metadata} == metadata
+    assert extra == metadata
+
+
 def test_a_failed_export_keeps_the_previous_file(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"previous")
@@ -131,9 +149,10 @@ def test_aoti_package_matches_the_model_and_runs_without_pdenas(tmp_path):
     """AOTInductor compiles C++: about a minute on 2 cores (hence slow)."""
     model = _model(iterations=2)
     path = tmp_path / "model.pt2"
-    export_aoti(model, path, torch.randn(1, 3, 32, 32))  # batch 1: exported on 2, dynamic batch
+    export_aoti(model, path, torch.randn(1, 3, 32, 32), metadata={"pdenas.model_card": "{}"})  # batch 1: exported on 2, dynamic batch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt2"]  # no temporary folder left behind
     run = aoti_runner(path)
+    assert run.get_metadata()["pdenas.model_card"] == "{}"
     for batch in (1, 3):
         x = torch.randn(batch, 3, 32, 32)
         with torch.no_grad():

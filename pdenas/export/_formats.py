@@ -4,6 +4,11 @@ with ``onnx``'s reference evaluator where onnxruntime is missing) and an AOTIndu
 (``torch.export`` compiled ahead of time to C++ with the elementwise work fused, run with
 ``torch._inductor.aoti_load_package``). None of the files needs pdenas to run.
 
+Each writer takes ``metadata`` (string keys and values) and stores it where its format keeps such
+things: the ONNX file's ``metadata_props``, the TorchScript file's extra files (``_extra_files``), the
+AOTInductor package's metadata (``aot_inductor.metadata``, read with ``get_metadata()``). ``pdenas export``
+stores the model card there (:mod:`pdenas.export._card`).
+
 Every writer replaces its file atomically: a crash leaves the old file or none, never half of one.
 """
 
@@ -16,7 +21,7 @@ import math
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .._util import atomic_write, first_line, preserved_modes
+from ..cost import LatencyError, check_runtime
 from ..nn import Form, use_form
 from ._errors import ExportError
 
@@ -38,6 +44,7 @@ __all__ = [
     "ONNX_OPSET",
     "ONNX_OPSET_DYNAMO",
     "onnx_runner",
+    "onnx_session",
     "quiet",
 ]
 
@@ -56,17 +63,23 @@ def quiet() -> Any:
 
 def check_formats(formats: tuple[str, ...]) -> None:
     """Refuse, before any work, a format whose packages are missing: ONNX needs ``onnx`` to write the file
-    (and to check it, where onnxruntime is missing)."""
+    (and to check it, where onnxruntime is missing), an AOTInductor package a C++ compiler."""
     if "onnx" in formats:
         try:
             import onnx  # noqa: F401
         except ImportError:
             raise ExportError("--format onnx needs the onnx package, which is not installed: pip install 'pdenas[onnx]' "
                               "(onnx, onnxscript, onnxruntime), or export without --format onnx") from None
+    if "aoti" in formats:
+        try:
+            check_runtime("aoti")
+        except LatencyError as err:
+            raise ExportError(f"--format aoti: {err}") from None
 
 
-def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> None:
-    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``, without pdenas).
+def export_torchscript(model: nn.Module, path: str | Path, example: Tensor, *, metadata: Mapping[str, str] | None = None) -> None:
+    """Trace ``model`` on ``example`` and save it at ``path`` (loadable with ``torch.jit.load``, without pdenas);
+    ``metadata`` becomes its extra files (``torch.jit.load(path, _extra_files={key: ""})`` reads them back).
 
     Global layers in eval mode are recorded in their fused eager form (:mod:`pdenas.nn._forms`) with their
     folded constants; a small batch records the path for small feature maps (``torch.roll`` shifts, one
@@ -81,7 +94,8 @@ def export_torchscript(model: nn.Module, path: str | Path, example: Tensor) -> N
             # weight requires grad, as it would in a caller's forward without torch.no_grad()
             for param in traced.parameters():
                 param.requires_grad_(False)
-            atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp)))
+            extra = dict(metadata or {})
+            atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
     except Exception as err:  # noqa: BLE001
         raise ExportError(f"TorchScript export failed: {type(err).__name__}: {first_line(err)}") from None
 
@@ -93,10 +107,13 @@ def export_onnx(
     *,
     say: Callable[[str], None] | None = None,
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto",
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); returns the
     exporter used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why).
-    ``exporter`` names one of the two to use only that one.
+    ``exporter`` names one of the two to use only that one. ``metadata`` goes into the file's
+    ``metadata_props`` (needs the onnx package; onnxruntime reads it as
+    ``session.get_modelmeta().custom_metadata_map``).
 
     Global layers in eval mode are written in their short inference form (``"conv"``, see
     :mod:`pdenas.nn._inference`), which is specific to ``example``'s height and width.
@@ -108,7 +125,7 @@ def export_onnx(
         _warm_up(model, example, "conv")
     errors: list[str] = []
     for name in ("torchscript", "dynamo") if exporter == "auto" else (exporter,):
-        write = functools.partial(onnx_export_once, model, example, dynamo=name == "dynamo")
+        write = functools.partial(_write_onnx, model, example, dynamo=name == "dynamo", metadata=metadata)
         try:
             with quiet():
                 atomic_write(path, write)
@@ -122,7 +139,9 @@ def export_onnx(
                       "(pip install 'pdenas[onnx]')?")
 
 
-def export_aoti(model: nn.Module, path: str | Path, example: Tensor, *, max_batch: int = 4096) -> None:
+def export_aoti(
+    model: nn.Module, path: str | Path, example: Tensor, *, max_batch: int = 4096, metadata: Mapping[str, str] | None = None
+) -> None:
     """Compile ``model`` ahead of time with AOTInductor into a ``.pt2`` package at ``path``.
 
     ``torch.export`` (dynamic batch, 1 to ``max_batch``; height and width fixed to ``example``'s), then
@@ -130,7 +149,8 @@ def export_aoti(model: nn.Module, path: str | Path, example: Tensor, *, max_batc
     are folded into the convolutions and the elementwise work (the Global layers' solver, recorded in
     their plain form) is fused into generated C++ loops. It compiles C++ (a C++ compiler must be
     installed) and takes about a minute; run the package with :func:`aoti_runner` or, without pdenas,
-    ``torch._inductor.aoti_load_package(path)(x)``.
+    ``torch._inductor.aoti_load_package(path)(x)``; ``metadata`` is compiled in (``.get_metadata()`` of the
+    loaded package returns it, with AOTInductor's own keys).
     """
     path = Path(path)
     if path.suffix != ".pt2":
@@ -143,8 +163,11 @@ def export_aoti(model: nn.Module, path: str | Path, example: Tensor, *, max_batc
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
             with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as folder:
                 # compiled under its own name (the package's folder inside is named after the file), then moved
+                configs: dict[str, Any] = {"freezing": True}
+                if metadata:
+                    configs["aot_inductor.metadata"] = dict(metadata)
                 built = torch._inductor.aoti_compile_and_package(
-                    program, package_path=str(Path(folder) / path.name), inductor_configs={"freezing": True}
+                    program, package_path=str(Path(folder) / path.name), inductor_configs=configs
                 )
                 atomic_write(path, lambda tmp: shutil.copyfile(built, tmp))
     except Exception as err:  # noqa: BLE001
@@ -169,6 +192,17 @@ def _warm_up(model: nn.Module, example: Tensor, form: Form) -> None:
             model(example)
 
 
+def _write_onnx(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool, metadata: Mapping[str, str] | None) -> None:
+    onnx_export_once(model, example, path, dynamo=dynamo)
+    if metadata:
+        import onnx
+
+        proto = onnx.load(str(path))
+        props = {entry.key: entry.value for entry in proto.metadata_props}
+        onnx.helper.set_model_props(proto, {**props, **metadata})
+        onnx.save(proto, str(path))
+
+
 def onnx_export_once(model: nn.Module, example: Tensor, path: Path, *, dynamo: bool) -> None:
     names: dict[str, Any] = {"input_names": ["input"], "output_names": ["logits"]}
     if dynamo:
@@ -180,6 +214,20 @@ def onnx_export_once(model: nn.Module, example: Tensor, path: Path, *, dynamo: b
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)
 
 
+def onnx_session(path: str | Path, *, threads: int | None = None) -> Any:
+    """An onnxruntime ``InferenceSession`` of the file ``path`` on the CPU, with ``threads`` intra-op threads
+    (default: onnxruntime's own choice) and one inter-op thread."""
+    try:
+        import onnxruntime as ort  # type: ignore[import-untyped,unused-ignore]
+    except ImportError:
+        raise ExportError("running an ONNX file needs onnxruntime: pip install 'pdenas[onnx]'") from None
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def onnx_runner(path: str | Path) -> tuple[Callable[[Any], Any], str, int]:
     """(run(numpy input) -> numpy logits, the runtime's name, how many images to check on)."""
     try:
@@ -187,7 +235,7 @@ def onnx_runner(path: str | Path) -> tuple[Callable[[Any], Any], str, int]:
     except ImportError:
         ort = None
     if ort is not None:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnx_session(path)
         return (lambda x: session.run(None, {"input": x})[0]), f"onnxruntime {ort.__version__}", CHECK_BATCH
     try:
         from onnx.reference import ReferenceEvaluator

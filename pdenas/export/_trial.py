@@ -13,11 +13,14 @@ configuration), trains it, evaluates it and saves it:
    to the nondeterminism of the device's kernels (on one CPU thread, exactly);
 3. with ``epochs=E > 0``, E more epochs with a fresh optimizer and learning-rate schedule (warm-up and
    cosine decay again), on the same data (shuffles continue where the budget's stopped);
-4. evaluation on the study's validation split, then, on the CPU, params, MACs and latency (batch 1,
-   median of 20) of the candidate and of the original model;
+4. evaluation on the study's validation split, then, on the CPU, params, MACs and latency of the
+   candidate and of the original model, in the runtime asked for (default: the study's ``latency:``
+   section's, with its batch size and threads; :func:`pdenas.cost.measure_latency`);
 5. ``model.pt`` (:func:`pdenas.save_compressed`: plan + state dict + metadata, loadable with
-   :func:`pdenas.load_compressed`), and on request ``model.torchscript.pt`` (``torch.jit.trace``) and
-   ``model.onnx`` (``torch.onnx.export``, opset 17, dynamic batch). Every written file is loaded back
+   :func:`pdenas.load_compressed`), and on request ``model.torchscript.pt`` (``torch.jit.trace``),
+   ``model.onnx`` (``torch.onnx.export``, opset 17, dynamic batch) and ``model.pt2`` (an AOTInductor
+   package, :func:`export_aoti`). Each carries the model card (:class:`ModelCard`: the preprocessing and
+   the class names, so that the file runs without pdenas' data code). Every written file is loaded back
    and run on a batch of validation images; its outputs must match the eager model's within
    :data:`TOLERANCE` (max absolute difference of the logits), else :class:`ExportError`.
 
@@ -42,7 +45,7 @@ from torch import Tensor, nn
 from .. import __version__
 from .. import _format as fmt
 from .._util import first_line
-from ..cost import latency, profile
+from ..cost import Latency, LatencyError, check_runtime, measure_latency, profile
 from ..report import ReportError, open_study, select_trial
 from ..report import locate_study
 from ..search import (
@@ -59,12 +62,26 @@ from ..search import (
 from ..surgery import CompressionPlan, PlanError, load_compressed, save_compressed
 from ..distill import DistillError
 from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
+from ..data import ImageData
+from ._card import ModelCard, Preprocessing
 from ._errors import ExportError
-from ._formats import CHECK_BATCH, ONNX_OPSET, ONNX_OPSET_DYNAMO, check_formats, export_onnx, export_torchscript, max_abs_diff, onnx_runner, quiet
+from ._formats import (
+    CHECK_BATCH,
+    ONNX_OPSET,
+    ONNX_OPSET_DYNAMO,
+    aoti_runner,
+    check_formats,
+    export_aoti,
+    export_onnx,
+    export_torchscript,
+    max_abs_diff,
+    onnx_runner,
+    quiet,
+)
 
 __all__ = ["FORMATS", "TOLERANCE", "ExportError", "ExportResult", "export_table", "export_trial", "parse_formats"]
 
-FORMATS = ("pt", "torchscript", "onnx")
+FORMATS = ("pt", "torchscript", "onnx", "aoti")
 TOLERANCE = 1e-4  # max absolute difference of the logits, exported vs eager
 TRACE_BATCH = 2  # traced on another batch size than the check's, so a fixed batch size would show
 
@@ -78,7 +95,8 @@ class ExportResult:
     ``retrained_accuracy`` after the search's budget only, ``search_accuracy`` what the trial
     recorded in the search. ``original`` holds the original model's figures: its accuracy from the
     study's reference trial, params and MACs from the study, latency measured now like the
-    candidate's (CPU, batch 1, milliseconds). ``max_abs_diff`` maps each written format to the max
+    candidate's (``latency``: CPU, the runtime, batch size and threads; ``latency_ms`` its median).
+    ``card`` is what every written file says about the model. ``max_abs_diff`` maps each written format to the max
     absolute difference of its outputs from the eager model's (``pt``: the checkpoint reloaded with
     ``load_compressed``). ``model`` is the trained model itself (eval mode, on the CPU).
     """
@@ -106,6 +124,8 @@ class ExportResult:
     device: str = "cpu"  # where it was trained
     notes: list[str] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False, compare=False)  # the trained model, eval mode, CPU
+    latency: Latency | None = None
+    card: ModelCard | None = None
 
 
 def parse_formats(values: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -136,6 +156,7 @@ def export_trial(
     out: str | Path | None = None,
     formats: str | Iterable[str] = ("pt",),
     device: str = "auto",
+    runtime: str | None = None,
     console: Any = None,
 ) -> ExportResult:
     """Rebuild, train, evaluate and save trial ``trial`` of the study in ``study_dir``.
@@ -145,8 +166,10 @@ def export_trial(
         epochs: epochs of further training after the search's budget (0: the budget only).
         out: the checkpoint's path (``*.pt``; the other files get its stem) or a directory
             (``DIR/model.pt``, ...); default ``STUDY_DIR/export/trial-N/model.pt``.
-        formats: any of ``pt``, ``torchscript``, ``onnx``; ``pt`` is always written.
+        formats: any of ``pt``, ``torchscript``, ``onnx``, ``aoti``; ``pt`` is always written.
         device: where to train (``auto``: CUDA when present); costs and checks run on the CPU.
+        runtime: where latency is measured (``torch``, ``torchscript``, ``onnxruntime``, ``aoti``; default
+            the study's ``latency.runtime``), with the study's ``latency.batch_size`` and ``latency.threads``.
         console: a ``rich`` console to report progress and the final table on; None: silent.
 
     Raises:
@@ -160,6 +183,11 @@ def export_trial(
         raise ExportError(f"--epochs must be a whole number >= 0, got {epochs!r}")
     train_device = _device(device)
     source = _source(Path(study_dir), trial, train_device)
+    runtime = runtime or source.config.latency.runtime
+    try:
+        check_runtime(runtime)
+    except LatencyError as err:
+        raise ExportError(f"--runtime {runtime}: {err}") from None
     paths = _paths(out, source.study_dir, source.trial.number)
     say(f"exporting trial {source.trial.number} of {source.study_dir}: {source.plan_text}")
 
@@ -171,21 +199,26 @@ def export_trial(
         notes.append(f"the rebuilt candidate costs {cost.macs:,} MACs, the search recorded {source.trial.macs:,} (another pdenas version?)")
 
     model = candidate.to("cpu").eval()
-    latency_ms = latency(model, ctx.input_size, repeats=20) * 1000
-    original = _original(source, ctx)
-    metadata = _metadata(source, cost, latency_ms, first.accuracy, final.accuracy, epochs, original)
+    say(f"timing the exported and the original model in {runtime}")
+    measured = _latency(model, ctx, source, runtime)
+    original = _original(source, ctx, runtime)
+    card = ModelCard(
+        classes=tuple(_classes(ctx.data, ctx.num_classes)), preprocessing=Preprocessing.from_data(ctx.data),
+        model=source.config.model, cost=cost, dataset=source.config.dataset, accuracy=final.accuracy, latency=measured,
+    )
+    metadata = _metadata(source, cost, measured.median_ms, first.accuracy, final.accuracy, epochs, original)
     save_compressed(paths["pt"], model, plan=source.plan, model_spec=source.config.model, input_size=ctx.input_size,
-                    num_classes=ctx.num_classes, metadata=metadata)
-    checks = _write_and_check(model, ctx.data, formats, paths, say)
+                    num_classes=ctx.num_classes, metadata={**metadata, "model_card": card.to_dict()})
+    checks = _write_and_check(model, ctx.data, formats, paths, card.file_metadata(), say)
 
     result = ExportResult(
         trial=source.trial.number, plan_text=source.plan_text, plan=source.plan.to_dict(),
         paths={name: paths[name] for name in checks.diffs}, accuracy=final.accuracy, macs=cost.macs,
-        conv_macs=cost.conv_macs, params=cost.params, latency_ms=latency_ms, original=original,
+        conv_macs=cost.conv_macs, params=cost.params, latency_ms=measured.median_ms, original=original,
         search_accuracy=source.trial.accuracy, retrained_accuracy=first.accuracy,
         epochs=source.config.budget.epochs + epochs, fine_tune_epochs=epochs, max_abs_diff=checks.diffs,
         onnx_exporter=checks.onnx_exporter, onnx_runtime=checks.onnx_runtime, check_images=checks.images,
-        study_dir=source.study_dir, device=str(train_device), notes=notes, model=model,
+        study_dir=source.study_dir, device=str(train_device), notes=notes, model=model, latency=measured, card=card,
     )
     _show(console, result)
     bad = {name: diff for name, diff in checks.diffs.items() if not diff <= TOLERANCE}
@@ -287,16 +320,33 @@ def _train(
     return candidate, first, final
 
 
-def _original(source: _Source, ctx: SearchContext) -> dict[str, Any]:
+def _latency(model: nn.Module, ctx: SearchContext, source: _Source, runtime: str) -> Latency:
+    """``model``'s latency on the CPU in ``runtime``, with the study's batch size and threads."""
+    setup = source.config.latency
+    try:
+        return measure_latency(model, ctx.input_size, runtime=runtime, batch_size=setup.batch_size,  # type: ignore[arg-type]
+                               threads=setup.threads, device="cpu")
+    except LatencyError as err:
+        raise ExportError(str(err)) from None
+
+
+def _classes(data: ImageData, num_classes: int) -> list[str]:
+    """The model's class names: the dataset's (by output index), numbered where the model has more outputs."""
+    return [data.classes[i] if i < len(data.classes) else str(i) for i in range(num_classes)]
+
+
+def _original(source: _Source, ctx: SearchContext, runtime: str) -> dict[str, Any]:
     """The original model's figures: accuracy from its trial, costs from the study, latency measured now."""
     known = source.study.original
     base = ctx.base_model.to("cpu").eval()
+    measured = _latency(base, ctx, source, runtime)
     return {
         "accuracy": known.accuracy,
         "macs": int(known.macs if known.macs is not None else ctx.original.macs),
         "conv_macs": int(known.conv_macs if known.conv_macs is not None else ctx.original.conv_macs),
         "params": int(known.params if known.params is not None else ctx.original.params),
-        "latency_ms": latency(base, ctx.input_size, repeats=20) * 1000,
+        "latency_ms": measured.median_ms,
+        "latency": measured.to_dict(),
         "search_latency_ms": known.latency_ms,
         "trial": known.trial_number,
         "epochs": source.config.budget.epochs,
@@ -338,8 +388,11 @@ class _Checks:
     onnx_runtime: str | None = None
 
 
-def _write_and_check(model: nn.Module, data: Any, formats: tuple[str, ...], paths: dict[str, Path], say: Callable[[str], None]) -> _Checks:
-    """Load the checkpoint back, write the other formats, and run each on validation images."""
+def _write_and_check(
+    model: nn.Module, data: Any, formats: tuple[str, ...], paths: dict[str, Path], metadata: dict[str, str],
+    say: Callable[[str], None],
+) -> _Checks:
+    """Load the checkpoint back, write the other formats (each with ``metadata``), and run each on validation images."""
     images = _validation_images(data, CHECK_BATCH)  # (N, C, H, W)
     with torch.no_grad():
         expected = model(images)
@@ -348,20 +401,26 @@ def _write_and_check(model: nn.Module, data: Any, formats: tuple[str, ...], path
     trace_input = images[:TRACE_BATCH] if len(images) > TRACE_BATCH else images
     if "torchscript" in formats:
         say("tracing TorchScript")
-        export_torchscript(model, paths["torchscript"], trace_input)
+        export_torchscript(model, paths["torchscript"], trace_input, metadata=metadata)
         with quiet(), torch.no_grad():
             scripted = torch.jit.load(str(paths["torchscript"]), map_location="cpu")
             diffs["torchscript"] = max_abs_diff(scripted(images), expected)
         checked["torchscript"] = len(images)
-    if "onnx" not in formats:
-        return _Checks(diffs, checked)
-    say("exporting ONNX")
-    exporter = export_onnx(model, paths["onnx"], trace_input, say=say)
-    run, runtime, limit = onnx_runner(paths["onnx"])
-    sample = images[:limit]
-    with torch.no_grad():
-        diffs["onnx"] = max_abs_diff(torch.from_numpy(run(sample.numpy())), model(sample))
-    checked["onnx"] = len(sample)
+    exporter = runtime = None
+    if "onnx" in formats:
+        say("exporting ONNX")
+        exporter = export_onnx(model, paths["onnx"], trace_input, say=say, metadata=metadata)
+        run, runtime, limit = onnx_runner(paths["onnx"])
+        sample = images[:limit]
+        with torch.no_grad():
+            diffs["onnx"] = max_abs_diff(torch.from_numpy(run(sample.numpy())), model(sample))
+        checked["onnx"] = len(sample)
+    if "aoti" in formats:
+        say("compiling an AOTInductor package (C++: about a minute)")
+        export_aoti(model, paths["aoti"], trace_input, metadata=metadata)
+        with torch.no_grad():
+            diffs["aoti"] = max_abs_diff(aoti_runner(paths["aoti"])(images), expected)
+        checked["aoti"] = len(images)
     return _Checks(diffs, checked, exporter, runtime)
 
 
@@ -415,7 +474,7 @@ def _legend(result: ExportResult) -> list[str]:
         ),
         (
             "MACs: honest (the Global layers' arithmetic counted); conv MACs: as fvcore and the paper count them; "
-            "latency: CPU, batch 1, median of 20, both measured now; ratio: original / exported"
+            f"latency: {_setup(result.latency)}, median per call on the CPU, both measured now; ratio: original / exported"
         ),
     ]
 
@@ -432,6 +491,7 @@ def _check_lines(result: ExportResult) -> list[str]:
         "torchscript": "torch.jit.trace, reloaded with torch.jit.load",
         "onnx": f"opset {ONNX_OPSET if result.onnx_exporter == 'torchscript' else ONNX_OPSET_DYNAMO}, {_EXPORTERS.get(result.onnx_exporter or '', result.onnx_exporter)} exporter, "
         f"run with {result.onnx_runtime}",
+        "aoti": "AOTInductor package, loaded with torch._inductor.aoti_load_package",
     }
     lines = []
     for name, diff in result.max_abs_diff.items():
@@ -443,6 +503,10 @@ def _check_lines(result: ExportResult) -> list[str]:
     return lines
 
 
+def _setup(measured: Latency | None) -> str:
+    return "not measured" if measured is None else fmt.runtime_setup(measured.runtime, measured.batch_size, measured.threads)
+
+
 def _paths(out: str | Path | None, study_dir: Path, number: int) -> dict[str, Path]:
     """Each format's file: the checkpoint's path, and the others named after its stem."""
     if out is None:
@@ -450,7 +514,12 @@ def _paths(out: str | Path | None, study_dir: Path, number: int) -> dict[str, Pa
     else:
         out = Path(out)
         pt = out if out.suffix in (".pt", ".pth") and not out.is_dir() else out / "model.pt"
-    return {"pt": pt, "torchscript": pt.with_name(pt.stem + ".torchscript.pt"), "onnx": pt.with_name(pt.stem + ".onnx")}
+    return {
+        "pt": pt,
+        "torchscript": pt.with_name(pt.stem + ".torchscript.pt"),
+        "onnx": pt.with_name(pt.stem + ".onnx"),
+        "aoti": pt.with_name(pt.stem + ".pt2"),
+    }
 
 
 def _validation_images(data: Any, count: int) -> Tensor:

@@ -21,6 +21,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from .. import _format as fmt
 from .._urls import mask_url
 from ..search import OriginalModel, StudyRecord, TrialRecord, pareto_trials
 from ._frame import trials_frame
@@ -74,7 +75,7 @@ class Front:
     """The accuracy-against-one-cost front over the completed feasible trials that recorded that cost."""
 
     cost: str  # "macs", "params" or "latency"
-    label: str
+    label: str  # latency: with the runtime it was measured in
     numbers: tuple[int, ...]  # on the front, sorted by cost (ascending)
 
 
@@ -97,6 +98,7 @@ class ReportData:
     settings: tuple[tuple[str, str], ...]
     trials_frame: pd.DataFrame  # one row a trial, what trials.csv holds
     stages: StageView  # where a Global layer pays, stage by stage (stages.csv)
+    latency_setup: str | None = None  # how latency was measured: "onnxruntime, batch 1, 2 threads" (None: not, or not recorded)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -126,13 +128,14 @@ class ReportData:
         """The Pareto table with raw numbers (what pareto.csv holds)."""
         columns = [
             "number", "plan", "accuracy", "accuracy_delta", "initial_accuracy", "macs", "macs_ratio", "params",
-            "params_ratio", "conv_macs", "latency_ms", "latency_speedup", "stage_losses", "stagewise_time", "train_time",
-            "reference", "picks",
+            "params_ratio", "conv_macs", "latency_ms", "latency_speedup", "latency_runtime", "latency_batch_size",
+            "latency_threads", "stage_losses", "stagewise_time", "train_time", "reference", "picks",
         ]
         rows = [
             [
                 t.number, t.plan_text, t.accuracy, t.accuracy_delta, t.initial_accuracy, t.macs, t.macs_ratio, t.params,
-                t.params_ratio, t.conv_macs, t.latency_ms, t.latency_speedup,
+                t.params_ratio, t.conv_macs, t.latency_ms, t.latency_speedup, t.latency_runtime, t.latency_batch_size,
+                t.latency_threads,
                 "; ".join(f"{name}: {stage.loss:.4f}" for name, stage in (t.stages or {}).items()), t.stagewise_time,
                 t.train_time, t.reference, " ".join(self.picks_of(t.number)),
             ]
@@ -180,6 +183,7 @@ def build_report_data(study: optuna.Study, *, study_dir: str | Path | None = Non
         study, objectives, records, original_costs={name: record.original.cost(name) for name in objectives}
     )
     location = locate_study(study_dir) if study_dir is not None else None
+    latency_setup = _latency_setup(summaries)
     return ReportData(
         study_name=study.study_name,
         model=mask_url(record.model),
@@ -189,13 +193,14 @@ def build_report_data(study: optuna.Study, *, study_dir: str | Path | None = Non
         trials=summaries,
         pareto=pareto,
         picks=picks,
-        fronts=_fronts(summaries),
+        fronts=_fronts(summaries, latency_setup),
         hypervolume=hypervolume,
         hypervolume_reason=hypervolume_reason,
         importances=param_importances(study, objectives, records) if importances else Importances(reason="Importances were not computed."),
         settings=study_settings(study, record, location=location),
         trials_frame=trials_frame(study, objectives, records),
         stages=stage_view(records, record.original),
+        latency_setup=latency_setup,
     )
 
 
@@ -216,9 +221,21 @@ def _table_order(summary: TrialSummary) -> tuple[float, float, int]:
     return (macs, -accuracy, summary.number)
 
 
-def _fronts(summaries: Sequence[TrialSummary]) -> dict[str, Front]:
+def _latency_setup(summaries: Sequence[TrialSummary]) -> str | None:
+    """How the trials' latencies were measured, in words (a study measures them all alike; pdenas 0.1.0 did
+    not record it: None)."""
+    setups = sorted({
+        fmt.runtime_setup(t.latency_runtime, t.latency_batch_size, t.latency_threads)
+        for t in summaries if t.latency_ms is not None and t.latency_runtime is not None
+    })
+    return "; ".join(setups) if setups else None
+
+
+def _fronts(summaries: Sequence[TrialSummary], latency_setup: str | None) -> dict[str, Front]:
     fronts: dict[str, Front] = {}
     for cost, label in COSTS.items():
+        if cost == "latency" and latency_setup is not None:
+            label = f"latency (ms; {latency_setup})"
         points = [
             (s, s.accuracy, value)
             for s in summaries

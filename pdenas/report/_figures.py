@@ -85,10 +85,9 @@ def front_figure(data: ReportData, cost: str) -> go.Figure:
             annotation_text="original accuracy", annotation_position="bottom left",
             annotation_font={"color": "#92400e", "size": 11},
         )
-    label = {"latency": "latency (ms, batch 1)"}.get(cost, front.label)
     fig.update_layout(
         title=f"Validation accuracy against {front.label}",
-        xaxis={"title": f"{label} (log scale)", "type": "log", "tickformat": _COST_TICKS.get(cost, "~s")},
+        xaxis={"title": f"{front.label} (log scale)", "type": "log", "tickformat": _COST_TICKS.get(cost, "~s")},
         yaxis={"title": "validation accuracy", "tickformat": ".1%"},
         template="plotly_white", height=_HEIGHT, hovermode="closest",
         legend={"orientation": "h", "y": -0.2},

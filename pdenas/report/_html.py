@@ -53,7 +53,7 @@ def render_html(data: ReportData, *, generated_at: _dt.datetime | None = None) -
         page.figure(data, "macs", "No feasible trial has completed yet, so there is no front to draw."),
         "<h2>Accuracy against parameters</h2>",
         page.figure(data, "params", "No completed feasible trial recorded its parameter count."),
-        "<h2>Accuracy against latency</h2>",
+        f"<h2>Accuracy against latency{_e(f' in {data.latency_setup}') if data.latency_setup else ''}</h2>",
         page.figure(data, "latency", "Latency was not measured in this study (it is recorded when the search measures it)."),
         "<h2>Hypervolume over trials</h2>",
         page.hypervolume(data),
@@ -161,7 +161,7 @@ def _pareto_table(data: ReportData) -> str:
     head = ["trial", "plan (stage loss after the stage-wise step)", "accuracy", "Δ accuracy", "before fine-tuning", "MACs",
             "MACs ratio", "params", "params ratio"]
     if with_latency:
-        head += ["latency", "speed-up"]
+        head += [f"latency ({data.latency_setup})" if data.latency_setup else "latency", "speed-up"]
     head += ["training time", "shortcut"]
     rows = []
     for t in data.pareto:

@@ -48,8 +48,9 @@ def print_pareto(data: ReportData, console: Console | None = None) -> None:
     with_latency = wide and any(t.latency_ms is not None for t in data.pareto)
     fixed = 80 if wide else 54  # what the columns other than the plan take, about
     longest = max((len(line) for t in data.pareto for line in t.plan_lines()), default=20)
+    measured = f" Latency: {data.latency_setup}." if with_latency and data.latency_setup else ""
     table = Table(
-        title=title, caption=f"{summary}. Ratios: original ÷ candidate."
+        title=title, caption=f"{summary}. Ratios: original ÷ candidate.{measured}"
         + (" (Accuracy before fine-tuning.)" if any(t.initial_accuracy is not None for t in data.pareto) else "")
         + " Pick: pdenas export DIR --trial pareto:<pick>",
         box=box.SIMPLE_HEAD, show_lines=True, header_style="bold", title_justify="left", caption_justify="left",

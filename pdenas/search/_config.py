@@ -1,7 +1,8 @@
 """A search's configuration, the YAML file as a whole (:class:`SearchConfig`, ``search_spaces/*.yaml``):
 the model and data, its ``space:`` section (:class:`SearchSpace`, what the sampler chooses for each
 stage), its ``budget:`` section (:class:`pdenas.train.TrainRecipe`, how each candidate is trained), the
-objectives, constraints and sampler.
+objectives, constraints and sampler, and its ``latency:`` section (:class:`LatencyConfig`, the runtime,
+batch size and threads latency is measured with).
 
 Every key is documented in ``search_spaces/README.md``. A wrong file is refused with one line that
 names the key (and the closest valid key), the wrong type, the value out of range or the empty range;
@@ -20,6 +21,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..cost import RUNTIMES
 from ..distill import StageRecipe
 from ..nn import GlobalLayerConfig, GlobalLayerConfigError
 from ..train import TrainRecipe
@@ -29,6 +31,7 @@ __all__ = [
     "Constraints",
     "FloatRange",
     "IntRange",
+    "LatencyConfig",
     "SamplerConfig",
     "SearchConfig",
     "SearchConfigError",
@@ -106,6 +109,16 @@ class SamplerConfig:
 
 
 @dataclass(frozen=True)
+class LatencyConfig:
+    """The ``latency:`` section: how the ``latency`` objective and ``measure_latency`` time a model, in the
+    runtime the user deploys to (:func:`pdenas.cost.measure_latency`)."""
+
+    runtime: str = "torch"  # torch | torchscript | onnxruntime | aoti
+    batch_size: int = 1
+    threads: int | None = None  # None: the worker's torch threads
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """The configuration file as a whole: everything one search needs besides where to store it."""
 
@@ -124,6 +137,7 @@ class SearchConfig:
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "macs"])
     constraints: Constraints = field(default_factory=Constraints)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     source: str | None = None  # the YAML file it was read from
 
     def __post_init__(self) -> None:
@@ -177,6 +191,11 @@ class SearchConfig:
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[name] for name in self.objectives]
+
+    @property
+    def measures_latency(self) -> bool:
+        """Whether each candidate's latency is measured (``measure_latency``, or ``latency`` an objective)."""
+        return self.measure_latency or "latency" in self.objectives
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +361,12 @@ def _validate(config: SearchConfig) -> None:
             fail(f"'constraints.{key}' must be > 0 (absolute, or a fraction in (0, 1] of the original), got {value}")
     if config.sampler.name not in ("tpe", "nsga2", "random"):
         fail(f"'sampler.name' must be tpe, nsga2 or random, got {config.sampler.name!r}")
+    if config.latency.runtime not in RUNTIMES:
+        fail(f"'latency.runtime' must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {config.latency.runtime!r}")
+    if config.latency.batch_size < 1:
+        fail(f"'latency.batch_size' must be >= 1, got {config.latency.batch_size}")
+    if config.latency.threads is not None and config.latency.threads < 1:
+        fail(f"'latency.threads' must be >= 1 (or null: the worker's torch threads), got {config.latency.threads}")
 
 
 def _validate_step(value: FloatRange, key: str) -> None:

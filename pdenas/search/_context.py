@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cost import Cost, latency, macs_by_module, profile
+from ..cost import Cost, macs_by_module, profile
 from ..data import load_dataset
 from ..distill import StageFeatures
 from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
@@ -36,7 +36,6 @@ class SearchContext:
     input_size: tuple[int, int, int]
     num_classes: int
     original: Cost
-    original_latency_ms: float | None
     max_macs: float | None  # absolute limits
     max_params: float | None
     location: StudyLocation | None = None  # the study: its folder keeps the stage features, variants, original weights
@@ -70,12 +69,11 @@ def build_context(config: SearchConfig, *, location: StudyLocation | None = None
     model = build_base(config, num_classes=num_classes, in_channels=input_size[0])
     example = torch.zeros(2, *input_size)
     stages = select_stages(find_stages(model, example), config.space)
-    original = profile(model, input_size)
-    original_latency = latency(model, input_size, repeats=10) * 1000 if _wants_latency(config) else None
+    original = profile(model, input_size)  # its latency: measured once, by its own trial (trial 0)
     max_macs = _absolute(config.constraints.max_macs, original.macs)
     max_params = _absolute(config.constraints.max_params, original.params)
     ctx = SearchContext(
-        config, model, stages, data, device, input_size, num_classes, original, original_latency, max_macs, max_params,
+        config, model, stages, data, device, input_size, num_classes, original, max_macs, max_params,
         location=location, stage_macs=stage_macs(model, stages, example), trained=config.weights is not None,
     )
     _check_budget_possible(ctx)
@@ -116,10 +114,6 @@ def build_candidate(ctx: SearchContext, plan: CompressionPlan) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(candidate_seed(ctx.config.seed, plan))
         return compress(ctx.base_model, plan, ctx.example_input())
-
-
-def _wants_latency(config: SearchConfig) -> bool:
-    return config.measure_latency or "latency" in config.objectives
 
 
 def _absolute(limit: float | None, original: int) -> float | None:

@@ -194,7 +194,11 @@ class TrialRecord:
     macs: int | None = _recorded("macs", _integer)  # per image, honest (the Global layers' arithmetic counted)
     conv_macs: int | None = _recorded("conv_macs", _integer)  # as fvcore and the paper count them
     params: int | None = _recorded("params", _integer)
-    latency_ms: float | None = _recorded("latency_ms", _number)  # median inference latency, batch 1
+    latency_ms: float | None = _recorded("latency_ms", _number)  # median latency of one call (a batch); pdenas 0.1.0: eager, batch 1
+    latency_runtime: str | None = _recorded("latency_runtime", _text)  # where: torch, torchscript, onnxruntime or aoti
+    latency_batch_size: int | None = _recorded("latency_batch_size", _integer)  # images per call
+    latency_threads: int | None = _recorded("latency_threads", _integer)  # intra-op threads
+    latency_time: float | None = _recorded("latency_time", _number)  # seconds measuring it (writing the file, loading, timing)
     train_time: float | None = _recorded("train_time", _number)  # seconds
     eval_time: float | None = _recorded("eval_time", _number)
     wall_time: float | None = _recorded("wall_time", _number)  # the whole trial

@@ -36,11 +36,12 @@ from optuna.trial import TrialState
 from .. import __version__
 from .._optuna import frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
 from .._util import first_line
+from ..cost import LatencyError, check_runtime
 from ._candidate import STAGES_DIR
 from ._context import SearchContext, build_context
 from ._original import OriginalUnavailable, check_original_kept
 from ._record import StudyRecord, TrialRecord
-from ._config import SearchConfig
+from ._config import SearchConfig, SearchConfigError
 from ._storage import (
     StudyError,
     fail_and_retry,
@@ -114,7 +115,7 @@ def create_or_load_study(
             StudyRecord.write(
                 study, config=config.to_dict(),
                 versions={"pdenas": __version__, "torch": torch.__version__, "optuna": optuna.__version__},
-                original={**ctx.original.to_dict(), "latency_ms": ctx.original_latency_ms, "stage_macs": ctx.stage_macs},
+                original={**ctx.original.to_dict(), "stage_macs": ctx.stage_macs},  # its latency comes from its trial (trial 0)
             )
         check_original_kept(study, config)
         if not study.get_trials(deepcopy=False):
@@ -328,6 +329,11 @@ def search(
     """
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if config.measures_latency:  # a runtime that cannot run here: said before any work
+        try:
+            check_runtime(config.latency.runtime)
+        except LatencyError as err:
+            raise SearchConfigError(f"'latency.runtime': {err}") from None
     emit = on_event or (lambda kind, info: None)
     embedded = location.storage_url is None
     with DirectoryLock(location.directory) if embedded else contextlib.nullcontext():

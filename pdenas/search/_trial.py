@@ -16,7 +16,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from ..cost import latency, profile
+from ..cost import Latency, measure_latency, profile
 from ..surgery import CompressionPlan
 from ._candidate import train_candidate
 from ._context import SearchContext, build_candidate, plan_key
@@ -57,10 +57,7 @@ def run_trial(
     cost = profile(candidate, ctx.input_size)
     feasible = _set_constraints(trial, ctx, cost.macs, cost.params)
     TrialRecord.write(trial, macs=cost.macs, conv_macs=cost.conv_macs, params=cost.params, feasible=feasible)
-    latency_ms = None
-    if ctx.original_latency_ms is not None:
-        latency_ms = latency(candidate, ctx.input_size, repeats=10) * 1000
-        TrialRecord.write(trial, latency_ms=latency_ms)
+    latency_ms = _measure_latency(trial, ctx, candidate) if config.measures_latency else None
     if not feasible and not reference:  # the original is trained anyway: it is every report's reference
         TrialRecord.write(trial, wall_time=time.perf_counter() - start)
         return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, 0.0, cost, latency_ms))
@@ -90,6 +87,22 @@ def run_trial(
         eval_time=result.eval_time, epochs=result.epochs, wall_time=time.perf_counter() - start,
     )
     return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, result.accuracy, cost, latency_ms))
+
+
+def _measure_latency(trial: optuna.Trial, ctx: SearchContext, candidate: Any) -> float:
+    """The candidate's latency on the CPU as the ``latency:`` section says (runtime, batch size, threads),
+    recorded with how it was measured and what measuring it took."""
+    start = time.perf_counter()
+    setup = ctx.config.latency
+    measured: Latency = measure_latency(
+        candidate.to("cpu"), ctx.input_size, runtime=setup.runtime, batch_size=setup.batch_size,  # type: ignore[arg-type]
+        threads=setup.threads, device="cpu",  # the CPU: training moves the candidate to its device afterwards
+    )
+    TrialRecord.write(
+        trial, latency_ms=measured.median_ms, latency_runtime=measured.runtime, latency_batch_size=measured.batch_size,
+        latency_threads=measured.threads, latency_time=time.perf_counter() - start,
+    )
+    return measured.median_ms
 
 
 def _values(objectives: list[str], accuracy: float, cost: Any, latency_ms: float | None) -> list[float]:

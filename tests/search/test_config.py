@@ -34,7 +34,7 @@ def test_every_key_is_documented():
     readme = (ROOT / "search_spaces" / "README.md").read_text()
     space = SearchConfig()
     keys = [k for k in space.to_dict() if k != "source"]
-    for section in ("space", "budget", "stagewise", "constraints", "sampler"):
+    for section in ("space", "budget", "stagewise", "constraints", "sampler", "latency"):
         keys += list(getattr(space, section).__dict__)
     keys += list(space.stagewise.recipe.__dict__) + ["step"]
     missing = [k for k in keys if f"`{k}`" not in readme]
@@ -79,6 +79,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ("sampler:\n  startup_trials: -1\n", "'sampler.startup_trials' must be >= 0, got -1"),
         ("trials: 0\n", "'trials' must be >= 1, got 0"),
         ("image_size: 2\n", "'image_size' must be >= 4, got 2"),
+        ("latency:\n  runtime: tflite\n", "'latency.runtime' must be torch, torchscript, onnxruntime or aoti, got 'tflite'"),
+        ("latency:\n  runtime: [onnxruntime]\n", "'latency.runtime' must be a string, got list"),
+        ("latency:\n  batch_size: 0\n", "'latency.batch_size' must be >= 1, got 0"),
+        ("latency:\n  threads: 0\n", "'latency.threads' must be >= 1 (or null: the worker's torch threads), got 0"),
+        ("latency:\n  thread: 2\n", "unknown key 'latency.thread' (did you mean 'latency.threads'?)"),
         ("budget:\n  epochs: 0\n", "'budget.epochs' must be an integer >= 1, got 0"),
         ("budget:\n  subset: 0\n", "'budget.subset' must be an integer >= 1 or null, got 0"),
         ("budget:\n  val_fraction: 1.5\n", "'budget.val_fraction' must lie in (0, 1), got 1.5"),

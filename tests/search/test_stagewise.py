@@ -15,7 +15,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from pdenas import create_model, load_weights

@@ -2,7 +2,6 @@
 (with other jobs on the cores, OpenMP threads spin and a 1-minute run takes several)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)

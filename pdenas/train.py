@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import lr_scheduler
 
+from ._memory_format import ChannelsLast, training_layout
 from ._util import atomic_write, preserved_modes
 
 if TYPE_CHECKING:
@@ -79,7 +80,8 @@ class TrainRecipe:
         precision: ``fp32``; ``bf16`` (autocast to bfloat16: about 1.9x faster training on CPUs with AVX-512
             BF16 or AMX, and on recent GPUs; weights and optimizer stay float32); ``auto``: bf16 where the
             hardware supports it natively (:func:`bf16_supported`), else fp32.
-        channels_last: train in channels-last memory format (faster convolutions on CPUs and GPUs).
+        channels_last: train in channels-last memory format: ``true``, ``false`` or ``auto`` (on CUDA only: on
+            the CPU, torch 2.14's oneDNN can crash in the backward pass, see ``pdenas/_memory_format.py``).
     """
 
     epochs: int = 5
@@ -97,7 +99,7 @@ class TrainRecipe:
     distillation: float = 0.0
     temperature: float = 4.0
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
-    channels_last: bool = True
+    channels_last: ChannelsLast = "auto"
 
     def __post_init__(self) -> None:
         problem = _recipe_problem(self)
@@ -127,7 +129,7 @@ def _recipe_problem(r: TrainRecipe) -> str | None:
         (_finite(r.distillation) and 0 <= r.distillation <= 1, f"'distillation' must lie in [0, 1], got {r.distillation!r}"),
         (_finite(r.temperature) and r.temperature > 0, f"'temperature' must be > 0, got {r.temperature!r}"),
         (r.precision in PRECISIONS, f"'precision' must be one of {', '.join(PRECISIONS)}, got {r.precision!r}"),
-        (isinstance(r.channels_last, bool), f"'channels_last' must be true or false, got {r.channels_last!r}"),
+        (isinstance(r.channels_last, bool) or r.channels_last == "auto", f"'channels_last' must be true, false or auto, got {r.channels_last!r}"),
     ]
     return next((message for ok, message in checks if not ok), None)
 
@@ -201,9 +203,25 @@ def train_model(
     device = resolve_device(device)
     epochs = recipe.epochs if epochs is None else epochs
     precision = _precision(recipe, device)
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
     torch.manual_seed(seed)
-    model.to(device=device, memory_format=memory_format)
+    model.to(device=device)
+    with training_layout(model, channels_last=recipe.channels_last, device=device) as memory_format:
+        start = time.perf_counter()
+        first, loss_value = _train_epochs(model, data, recipe, device, precision, memory_format, seed=seed,
+                                          teacher=teacher, epochs=epochs, checkpoint=checkpoint, on_epoch=on_epoch)
+        recalibrate_batchnorm(model, data, batch_size=recipe.batch_size, device=device, seed=seed)
+    train_time = time.perf_counter() - start
+    start = time.perf_counter()
+    accuracy = evaluate(model, data, batch_size=max(recipe.batch_size, 256), device=device)
+    return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, loss_value, precision, first)
+
+
+def _train_epochs(
+    model: nn.Module, data: ImageData, recipe: TrainRecipe, device: torch.device, precision: str,
+    memory_format: torch.memory_format, *, seed: int, teacher: nn.Module | None, epochs: int,
+    checkpoint: str | Path | None, on_epoch: EpochCallback | None,
+) -> tuple[int, float]:
+    """The epochs of :func:`train_model` (from a checkpoint's, if any); the first epoch run and the last loss."""
     teacher = teacher.to(device=device, memory_format=memory_format).eval() if teacher is not None and recipe.distillation > 0 else None
     steps_per_epoch = max(1, math.ceil(len(data.train_y) / recipe.batch_size))
     optimizer = _optimizer(model, recipe)
@@ -211,7 +229,6 @@ def train_model(
     state = _Checkpoint(Path(checkpoint), recipe, seed, epochs) if checkpoint is not None else None
     first = state.restore(model, optimizer, scheduler) if state is not None else 0
 
-    start = time.perf_counter()
     loss_value = state.last_loss if state is not None else float("nan")
     for epoch in range(first, epochs):
         model.train()
@@ -234,12 +251,7 @@ def train_model(
             state.save(model, optimizer, scheduler, epoch + 1, loss_value)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, loss_value)
-    recalibrate_batchnorm(model, data, batch_size=recipe.batch_size, device=device, seed=seed)
-    model.to(memory_format=torch.contiguous_format)
-    train_time = time.perf_counter() - start
-    start = time.perf_counter()
-    accuracy = evaluate(model, data, batch_size=max(recipe.batch_size, 256), device=device)
-    return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, loss_value, precision, first)
+    return first, loss_value
 
 
 @torch.no_grad()

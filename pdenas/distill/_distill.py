@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import lr_scheduler
 
+from .._memory_format import training_layout
 from .._util import first_line, preserved_modes
 from ..surgery import CompressionPlan, compress
 from ..train import TrainingDiverged, bf16_supported, resolve_device
@@ -81,8 +82,7 @@ def distill_stage(
     start = time.perf_counter()
     with _seeded(recipe.seed, device):  # the new layers' weights depend on the variant only, not on the caller's RNG
         candidate = compress(original, CompressionPlan({stage.name: variant.stage_plan}), _example(original, features))
-    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    student = StageModule(candidate, stage).to(device=device, memory_format=memory_format)
+    student = StageModule(candidate, stage).to(device=device)
     variance = features.target_variance(stage.name)
 
     initial_mse = train_loss = float("nan")
@@ -90,7 +90,8 @@ def distill_stage(
     try:
         _recalibrate(student, features, stage.name, recipe, device)
         initial_mse = stage_loss(student, features, stage.name, device=device)
-        train_loss = _train(student, features, stage.name, recipe, variance, device, precision, memory_format)
+        with training_layout(student, channels_last=recipe.channels_last, device=device) as memory_format:
+            train_loss = _train(student, features, stage.name, recipe, variance, device, precision, memory_format)
         _recalibrate(student, features, stage.name, recipe, device)
         mse = stage_loss(student, features, stage.name, device=device)
         if not torch.isfinite(torch.tensor(mse)):

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._memory_format import ChannelsLast
 from ._errors import DistillError
 
 __all__ = ["StageRecipe"]
@@ -36,7 +37,8 @@ class StageRecipe:
         schedule: ``cosine`` (decay to 0 over all steps) or ``constant``.
         precision: ``fp32``, ``bf16`` (autocast; about 1.9x faster on CPUs with AVX-512 BF16) or ``auto``
             (bf16 where the hardware computes it natively, see :func:`pdenas.train.bf16_supported`).
-        channels_last: train in channels-last memory format.
+        channels_last: train in channels-last memory format: ``true``, ``false`` or ``auto`` (on CUDA only, as
+            :class:`pdenas.train.TrainRecipe`).
         seed: seeds the new layers' initial weights and the order of the batches.
     """
 
@@ -48,7 +50,7 @@ class StageRecipe:
     momentum: float = 0.9
     schedule: Literal["cosine", "constant"] = "cosine"
     precision: Literal["fp32", "bf16", "auto"] = "auto"
-    channels_last: bool = True
+    channels_last: ChannelsLast = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -78,7 +80,7 @@ def _problem(r: StageRecipe) -> str | None:
         (_finite(r.momentum) and 0 <= r.momentum < 1, f"momentum must lie in [0, 1), got {r.momentum!r}"),
         (r.schedule in _SCHEDULES, f"schedule must be cosine or constant, got {r.schedule!r}"),
         (r.precision in _PRECISIONS, f"precision must be fp32, bf16 or auto, got {r.precision!r}"),
-        (isinstance(r.channels_last, bool), f"channels_last must be true or false, got {r.channels_last!r}"),
+        (isinstance(r.channels_last, bool) or r.channels_last == "auto", f"channels_last must be true, false or auto, got {r.channels_last!r}"),
         (_is_int(r.seed), f"seed must be an integer, got {r.seed!r}"),
     ]
     return next((message for ok, message in checks if not ok), None)

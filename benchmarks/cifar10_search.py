@@ -1,34 +1,33 @@
-"""CIFAR-10 search benchmark (issue 8): what the Pareto front buys, against the obvious alternatives.
-
-One command, as a user would run pdenas (the CLI for searches, reports and exports; the public API
-for pre-training the original model and for the held-out evaluation):
+"""CIFAR-10 benchmark (issue 13, item 8): what pdenas finds from a trained ``resnet32``, against dropping
+blocks alone and against structured channel pruning, all on held-out images after the same retraining.
 
     python benchmarks/cifar10_search.py --budget small   # < 15 min on 2 CPU cores, for development
     python benchmarks/cifar10_search.py --budget full    # the run whose results go into RESULTS.md
 
-Data: the 50,000 CIFAR-10 training JPEGs in ``../shared/datasets/cifar10-train-jpeg.tar.gz``
-(``--archive``). Every 10th image of each class (by file name) goes to a *held-out* folder that no
-search, selection or training ever sees; the other 45,000 form the *search* folder, of which pdenas
-carves its own seeded validation split (10 %) to score candidates. Every accuracy this benchmark
-reports as final is measured on the held-out images, so nothing is tuned on the data it reports.
+It starts from the committed original, ``benchmarks/models/resnet32-cifar10.pt`` (made by
+``benchmarks/pretrain_cifar10.py``), on the data split of ``cifar10_data.py`` (45,000 search images, of which
+pdenas keeps 10 % to score candidates, and 5,000 held-out images that no search, selection or training sees).
+Steps, each cached in ``--work`` (default ``runs/bench-cifar10-<budget>``; rerunning resumes):
 
-Steps (each is cached in ``--work``, default ``runs/bench-cifar10-<budget>``; rerunning resumes):
+1. **Global search**: ``pdenas search`` with ``search_spaces/cifar10-resnet.yaml`` (trials, images and epochs
+   adapted to the budget, written next to the study) from the original's weights; the paper's plan (keep 1
+   block + a Global layer K=1, dt=0.2 in every stage) is enqueued as a fixed trial.
+2. **Blocks-only search**: the same with ``global_layer: [false]`` (the same stage-wise distillation and teacher).
+3. **Ablation** (public API, fixed plans): for Global layers and for blocks only, at each MAC target (2x, 3x
+   and the paper's 4.6x fewer conv MACs: the plan of each family with the most conv MACs within the target),
+   fine-tuning alone from the random (paper) init, from the identity init, then + stage-wise distillation,
+   then + the original as teacher.
+4. **Torch-Pruning** (``cifar10_peers.py``): the original pruned to each conv-MAC target, fine-tuned with the
+   same budget and teacher.
+5. **Retraining and measurement**: every Pareto model of both searches (``pdenas export --epochs E``) and
+   every ablation and peer model gets the search's budget + E epochs (fresh schedule, as ``pdenas export``
+   does), then its held-out accuracy and its ONNX Runtime latency (batch 1, 2 threads, interleaved rounds,
+   medians) side by side with the original's.
 
-1. Train ``resnet32`` once on the search folder's training split (public API: ``load_dataset``,
-   ``create_model``, ``train_model``) and save its weights.
-2. Q1: ``pdenas search`` with ``search_spaces/cifar10-resnet.yaml`` (model, trials, subset, epochs and
-   TPE's random start adapted to the budget, written next to the study) from those weights.
-3. Q2: the same search with Global layers switched off (``global_layer: [false]``: only ``keep`` is
-   searched, i.e. plain block dropping).
-4. Q3: TPE against random sampling, equal trials and seeds, hypervolume against one reference point
-   (accuracy 0, 1.1 x the original's MACs; ``pdenas.report.build_report_data``).
-5. Retrain every Pareto candidate of the two searches of step 2 and 3 and the original with one equal,
-   longer budget (``pdenas export --epochs E``: the search's budget + E epochs) and evaluate each on the
-   held-out images; Q1's table and Q2's comparison at 2x, 3x and 4x fewer MACs use those accuracies.
-
-The results are printed as Markdown and written to ``WORK/results.md``; ``--write-results`` also
-replaces the issue-8 section of ``benchmarks/RESULTS.md`` and saves the Global search's report page
-(Pareto plot first) as ``benchmarks/cifar10_pareto.png`` with headless Chromium.
+Results are printed as Markdown and written to ``WORK/results.md``; ``--write-results`` also replaces the
+issue-13 section of ``benchmarks/RESULTS.md``, saves the Global search's report page as
+``benchmarks/cifar10_pareto.png`` (headless Chromium), and copies the retrained Pareto models of the Global
+search into ``benchmarks/models/`` (recorded in ``MANIFEST.json``).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import functools
 import json
 import math
 import os
@@ -44,90 +42,105 @@ import platform
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
+import optuna
 import torch
 import yaml
 
 import pdenas
-from pdenas.data import load_dataset
-from pdenas.report import build_report_data, open_study
-from pdenas.search import SearchConfig
+from pdenas.cost import measure_latency
+from pdenas.nn import GlobalLayerConfig
+from pdenas.report import build_report_data, open_study, stage_view
+from pdenas.search import SearchConfig, StudyLocation, StudyRecord, TrialRecord, build_context, train_candidate
+from pdenas.surgery import CompressionPlan, StagePlan
 from pdenas.train import evaluate, train_model
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar10_data import ARCHIVE, MODELS, ROOT, holdout_view, record_model, sha256, split_archive  # noqa: E402
+from cifar10_peers import prune_to_conv_macs  # noqa: E402
+
 SPACE = ROOT / "search_spaces" / "cifar10-resnet.yaml"
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "cifar10-train-jpeg.tar.gz"
+ORIGINAL = MODELS / "resnet32-cifar10.pt"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PNG = ROOT / "benchmarks" / "cifar10_pareto.png"
 BEGIN, END = "<!-- cifar10_search:begin -->", "<!-- cifar10_search:end -->"
-TARGETS = (2.0, 3.0, 4.0)  # "x fewer MACs than the original" at which Q2 compares the fronts
-MODEL = "resnet32"  # 5 blocks a stage: keep 1 (+ Global) reaches 4-5x fewer MACs, as in the paper
+MODEL = "resnet32"
+PAPER = GlobalLayerConfig(iterations=1, dt=0.2)  # the paper's layer (Kag & Saligrama, Sec. 4.1)
+INPUT = (3, 32, 32)
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Everything the two budgets differ in."""
+    """Everything the budgets differ in."""
 
-    pretrain_subset: int | None  # images of the search folder's training split used to train the original
-    pretrain_epochs: int
-    trials: int  # per search, the original (trial 0) included
+    trials: int  # per search, the original (trial 0) and the paper's plan included
     startup_trials: int  # TPE's random start
-    subset: int  # training images per candidate
-    epochs: int  # per candidate
-    retrain_epochs: int  # extra epochs of the equal, longer budget (after the search's own)
-    max_retrain: int  # Pareto candidates retrained per front (evenly spread over MACs), besides the original
-    seeds: tuple[int, ...]  # seeds of the TPE-vs-random comparison
-    lr: float = 0.05  # candidates start from trained weights: half the YAML's from-scratch 0.1
+    subset: int  # training images per candidate (of the 40,500 of the search split)
+    epochs: int  # fine-tuning epochs per candidate (the search's budget)
+    retrain_epochs: int  # extra epochs of the equal retraining
+    stage_images: int  # stage-wise distillation: feature images per study
+    stage_epochs: int
+    max_retrain: int  # Pareto models retrained per search, evenly spread over MACs
+    targets: tuple[float, ...]  # x fewer conv MACs of the ablation and the comparisons
+    lr: float = 0.02  # fine-tuning from trained weights: a fifth of the YAML's from-scratch 0.1
 
 
 BUDGETS = {
-    "small": Budget(pretrain_subset=5000, pretrain_epochs=3, trials=6, startup_trials=3, subset=1000, epochs=1,
-                    retrain_epochs=1, max_retrain=2, seeds=(0,)),
-    "full": Budget(pretrain_subset=20000, pretrain_epochs=6, trials=16, startup_trials=6, subset=4000, epochs=2,
-                   retrain_epochs=3, max_retrain=5, seeds=(0, 1, 2)),
+    "tiny": Budget(trials=3, startup_trials=2, subset=300, epochs=1, retrain_epochs=1, stage_images=200, stage_epochs=1,
+                   max_retrain=1, targets=(4.6,)),  # a smoke test of the whole pipeline (figures mean nothing)
+    "small": Budget(trials=4, startup_trials=2, subset=1500, epochs=1, retrain_epochs=1, stage_images=1000, stage_epochs=1,
+                    max_retrain=2, targets=(2.0, 4.6)),
+    "full": Budget(trials=12, startup_trials=6, subset=10000, epochs=2, retrain_epochs=2, stage_images=10000,
+                   stage_epochs=2, max_retrain=4, targets=(2.0, 3.0, 4.6)),
 }
+ABLATION = (  # (row, Global init, stage-wise distillation, teacher)
+    ("fine-tune only, random init", "random", False, False),
+    ("fine-tune only, identity init", "identity", False, False),
+    ("+ stage-wise distillation", None, True, False),  # None: the init that won the two rows above
+    ("+ teacher fine-tuning", None, True, True),
+)
+DISTILLATION = 0.7  # the teacher's weight (search_spaces/cifar10-resnet.yaml)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
     parser.add_argument("--archive", type=Path, default=ARCHIVE, help="CIFAR-10 ImageFolder .tar.gz (train/<class>/*.jpg)")
+    parser.add_argument("--original", type=Path, default=ORIGINAL, help="the trained original (save_compressed identity plan)")
     parser.add_argument("--work", type=Path, default=None, help="work folder (default runs/bench-cifar10-<budget>)")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds of the TPE-vs-random comparison (default: the budget's)")
-    parser.add_argument("--write-results", action="store_true", help="update benchmarks/RESULTS.md and the PNG")
+    parser.add_argument("--write-results", action="store_true", help="update RESULTS.md, the PNG and benchmarks/models/")
     args = parser.parse_args(argv)
     budget = BUDGETS[args.budget]
-    if args.seeds is not None:
-        budget = dataclasses.replace(budget, seeds=tuple(range(args.seeds)))
     if not args.archive.is_file():
         parser.error(f"{args.archive} not found: pass --archive PATH to the CIFAR-10 training images (.tar.gz)")
+    if not args.original.is_file():
+        parser.error(f"{args.original} not found: train it with python benchmarks/pretrain_cifar10.py (or pass --original)")
     work = (args.work or ROOT / "runs" / f"bench-cifar10-{args.budget}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     clock = Clock(work / "phases.json")
+    bench = Bench(args, budget, work)
 
-    search_dir, holdout_dir = clock.run("data", lambda: split_archive(args.archive, work))
-    weights = clock.run("pre-train the original", lambda: pretrain(search_dir, holdout_dir, work, budget))
-    studies: dict[str, Path] = {}
-    for seed in budget.seeds:
-        for name, changes in variants(seed).items():
-            if seed != budget.seeds[0] and name == "no-global":
-                continue  # block dropping is compared at the first seed only
-            key = f"{name}-seed{seed}"
-            studies[key] = clock.run(f"search {key}", functools.partial(run_search, key, changes, seed, search_dir, weights, work, budget))
-    first = budget.seeds[0]
-    retrained = clock.run("retrain", lambda: retrain_fronts(
-        {"global": studies[f"global-seed{first}"], "no-global": studies[f"no-global-seed{first}"]}, search_dir, holdout_dir, work, budget))
-    text = results_markdown(args, budget, studies, retrained, clock, work)
+    bench.search_dir, bench.holdout_dir = clock.run("data", lambda: split_archive(args.archive, ROOT / "runs" / "bench-cifar10"))
+    studies = {
+        "global": clock.run("search: Global layers", lambda: bench.search("global", {}, enqueue_paper=True)),
+        "blocks": clock.run("search: blocks only", lambda: bench.search("blocks", {"space": {"global_layer": [False]}})),
+    }
+    rows = clock.run("retrain the Pareto models", lambda: [r for name, d in studies.items() for r in bench.retrain_front(name, d)])
+    rows += clock.run("ablation", bench.ablation)
+    rows += clock.run("Torch-Pruning", bench.peers)
+    rows = clock.run("latency", lambda: measure_all(rows, work))
+    text = results_markdown(bench, studies, rows, clock)
     (work / "results.md").write_text(text)
     print(text)
     if args.write_results:
         write_results(text)
-        screenshot(studies[f"global-seed{first}"] / "report.html", PNG)
-        print(f"wrote {RESULTS} and {PNG}")
+        screenshot(studies["global"] / "report.html", PNG)
+        commit_models(rows, work)
+        print(f"wrote {RESULTS}, {PNG} and {MODELS}")
     return 0
 
 
@@ -139,7 +152,7 @@ class Clock:
         self.path = path
         self.phases: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
 
-    def run(self, name: str, step):
+    def run(self, name: str, step: Callable[[], Any]) -> Any:
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         try:
@@ -155,83 +168,216 @@ class Clock:
         return sum(self.phases.values())
 
 
-# ---------------------------------------------------------------------------------------------- data
-def split_archive(archive: Path, work: Path) -> tuple[Path, Path]:
-    """Unpack once; hard-link every 10th image of each class into holdout/, the rest into search/."""
-    search, holdout = work / "data" / "search", work / "data" / "holdout"
-    done = work / "data" / "split.json"
-    if done.is_file():
-        return search, holdout
-    raw = work / "data" / "raw"
-    shutil.rmtree(work / "data", ignore_errors=True)
-    raw.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(raw, filter="data")
-    classes = [d for d in sorted(raw.rglob("*")) if d.is_dir() and any(f.suffix.lower() == ".jpg" for f in d.iterdir())]
-    counts = {}
-    for folder in classes:
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() == ".jpg")
-        for index, file in enumerate(files):
-            target = (holdout if index % 10 == 0 else search) / folder.name / file.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(file, target)
-        counts[folder.name] = len(files)
-    done.write_text(json.dumps({"archive": str(archive), "per_class": counts, "holdout": "every 10th file by name"}))
-    return search, holdout
+@dataclass(frozen=True)
+class Row:
+    """One retrained, measured model."""
+
+    group: str  # "global" / "blocks" (a search's Pareto model), "ablation", "torch-pruning", "original"
+    name: str  # what it is, in words
+    file: str  # its model.pt (or .pt of the whole module for a pruned model), relative to the work folder
+    plan: str
+    macs: int
+    conv_macs: int
+    params: int
+    search_accuracy: float | None  # on the search's validation split, after the search's budget
+    heldout_accuracy: float  # after the equal retraining
+    target: float | None = None  # x fewer conv MACs aimed at (ablation, peers)
+    family: str | None = None  # "global" / "blocks" (ablation)
+    latency_ms: float | None = None  # ONNX Runtime, batch 1, 2 threads
 
 
-def holdout_view(search_dir: Path, holdout_dir: Path, *, subset: int | None):
-    """The search folder's data (its normalisation) with the held-out images as the validation split."""
-    data = load_dataset(search_dir, seed=0, val_fraction=0.1, subset=subset)
-    held = load_dataset(holdout_dir, seed=0, val_fraction=0.0)
-    return dataclasses.replace(data, val_x=held.train_x, val_y=held.train_y)
+class Bench:
+    def __init__(self, args: argparse.Namespace, budget: Budget, work: Path) -> None:
+        self.args, self.budget, self.work = args, budget, work
+        self.search_dir = self.holdout_dir = Path()
+        self._original: Any = None
+        self._ctx: Any = None
+        self._heldout: Any = None
+
+    # ------------------------------------------------------------------------------------ searches
+    def space(self, changes: dict[str, dict]) -> dict[str, Any]:
+        space = yaml.safe_load(SPACE.read_text())
+        b = self.budget
+        space.update(model=MODEL, trials=b.trials, seed=0, device="cpu")
+        space["sampler"]["startup_trials"] = b.startup_trials
+        space["stagewise"]["images"] = b.stage_images
+        space["stagewise"]["recipe"]["epochs"] = b.stage_epochs
+        space["budget"].update(epochs=b.epochs, subset=b.subset, lr=b.lr, precision="auto", distillation=DISTILLATION)
+        for section, values in changes.items():
+            space[section].update(values)
+        return space
+
+    def search(self, name: str, changes: dict[str, dict], *, enqueue_paper: bool = False) -> Path:
+        study_dir = self.work / "studies" / name
+        config = self.work / "spaces" / f"{name}.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f"# {SPACE.name}, adapted by benchmarks/cifar10_search.py\n"
+                          + yaml.safe_dump(self.space(changes), sort_keys=False))
+        common = ("--config", config, "--weights", self.args.original, "--dataset", self.search_dir, "--study-dir", study_dir)
+        if enqueue_paper and not (study_dir / "paper-enqueued").is_file():
+            pdenas_cli("search", *common, "--trials", 1)  # trial 0: the original, scored as it is
+            enqueue_paper_plan(study_dir)
+            (study_dir / "paper-enqueued").touch()
+        pdenas_cli("search", *common)
+        return study_dir
+
+    def retrain_front(self, name: str, study_dir: Path) -> list[Row]:
+        data = build_report_data(open_study(study_dir), study_dir=study_dir, importances=False)
+        chosen = spread([t for t in data.pareto if not t.reference], self.budget.max_retrain)
+        paper = [t for t in data.trials if t.plan_text == self.paper_plan_text() and t not in chosen]
+        rows = []
+        for trial in [*chosen, *paper[:1]]:
+            out = self.work / "retrain" / f"{name}-trial{trial.number}"
+            if not (out / "result.json").is_file():
+                pdenas_cli("export", study_dir, "--trial", trial.number, "--epochs", self.budget.retrain_epochs,
+                           "--out", out / "model.pt", "--device", "cpu")
+                model = pdenas.load_compressed(out / "model.pt")
+                (out / "result.json").write_text(json.dumps({"heldout_accuracy": self.heldout(model)}))
+            saved = json.loads((out / "result.json").read_text())
+            label = "the paper's plan" if trial.plan_text == self.paper_plan_text() else f"trial {trial.number}"
+            rows.append(Row(name, label, str((out / "model.pt").relative_to(self.work)), trial.plan_text, int(trial.macs),
+                            int(trial.conv_macs), int(trial.params), trial.accuracy, saved["heldout_accuracy"]))
+        if name == "global":
+            original = self.original()
+            cost = pdenas.profile(original, INPUT)
+            rows.append(Row("original", f"{MODEL} (committed)", str(self.args.original), "original", cost.macs, cost.conv_macs,
+                            cost.params, data.original.accuracy, self.heldout(original)))
+        return rows
+
+    def paper_plan_text(self) -> str:
+        stages = pdenas.find_stages(self.original(), torch.zeros(2, *INPUT))
+        return CompressionPlan({s.name: StagePlan(1, PAPER) for s in stages}).describe(stages)
+
+    # ------------------------------------------------------------------------------------ ablation
+    def ablation(self) -> list[Row]:
+        rows: list[Row] = []
+        winner = None
+        for row_name, init, stagewise, teacher in ABLATION:
+            if init is None:
+                winner = winner or self._init_winner(rows)
+                init = winner
+            for family in ("global", "blocks"):
+                for target in self.budget.targets:
+                    if family == "blocks" and "identity" in row_name:
+                        continue  # no Global layer, nothing to initialise: the random-init row is the same run
+                    label = f"{row_name} [{family}, {target:g}x]" + (f" ({init} init)" if family == "global" and "+" in row_name else "")
+                    rows.append(self._ablation_row(label, family, target, init, stagewise, teacher))
+        return rows
+
+    def _init_winner(self, rows: list[Row]) -> str:
+        """The Global init with the higher mean held-out accuracy over the targets (fine-tuning alone)."""
+        score = {init: [r.heldout_accuracy for r in rows if r.family == "global" and f"{init} init" in r.name] for init in ("random", "identity")}
+        return max(score, key=lambda init: sum(score[init]) / max(len(score[init]), 1))
+
+    def _ablation_row(self, label: str, family: str, target: float, init: str, stagewise: bool, teacher: bool) -> Row:
+        key = f"{family}-{target:g}x-{init if family == 'global' else 'none'}-sw{int(stagewise)}-t{int(teacher)}"
+        out = self.work / "ablation" / key
+        if not (out / "result.json").is_file():
+            ctx = self._context(stagewise=stagewise, teacher=teacher)
+            plan = self._plan_at(ctx, family, target, init)
+            print(f"  {label}: {plan.describe(ctx.stages)}", flush=True)
+            trained = train_candidate(ctx, plan)
+            model = self._retrain(trained.model, ctx)
+            out.mkdir(parents=True, exist_ok=True)
+            pdenas.save_compressed(out / "model.pt", model, plan=plan, model_spec=MODEL, input_size=INPUT, num_classes=10)
+            cost = pdenas.profile(model, INPUT)
+            (out / "result.json").write_text(json.dumps({
+                "plan": plan.describe(ctx.stages), "macs": cost.macs, "conv_macs": cost.conv_macs, "params": cost.params,
+                "search_accuracy": trained.result.accuracy, "initial_accuracy": trained.initial_accuracy,
+                "heldout_accuracy": self.heldout(model),
+            }))
+        r = json.loads((out / "result.json").read_text())
+        return Row("ablation", label, str((out / "model.pt").relative_to(self.work)), r["plan"], r["macs"], r["conv_macs"],
+                   r["params"], r["search_accuracy"], r["heldout_accuracy"], target=target, family=family)
+
+    def _context(self, *, stagewise: bool, teacher: bool):
+        """The search's context (data loaded once), its configuration switched to the row's treatment."""
+        space = self.space({})
+        space.update(weights=str(self.args.original), dataset=str(self.search_dir))
+        space["stagewise"]["enabled"] = stagewise
+        space["budget"]["distillation"] = DISTILLATION if teacher else 0.0
+        config = SearchConfig.from_dict(space)
+        if self._ctx is None:  # stage features and variants shared by every row
+            self._ctx = build_context(config, location=StudyLocation(self.work / "ablation" / "shared"))
+        return dataclasses.replace(self._ctx, config=config)
+
+    def _plan_at(self, ctx: Any, family: str, target: float, init: str) -> CompressionPlan:
+        """The plan of ``family`` with the most conv MACs within original / ``target`` (kept blocks per stage from
+        1 to m; with a Global layer of the paper's settings in every changed stage for ``global``)."""
+        limit = ctx.original.conv_macs / target
+        layer = dataclasses.replace(PAPER, init=init)
+        best: tuple[int, CompressionPlan] | None = None
+        for keeps in _grid([s.m for s in ctx.stages]):
+            plan = CompressionPlan({
+                s.name: StagePlan(k, layer if family == "global" and k < s.m else None) for s, k in zip(ctx.stages, keeps)
+            })
+            conv = pdenas.profile(pdenas.compress(ctx.base_model, plan, ctx.example_input()), INPUT).conv_macs
+            if conv <= limit and (best is None or conv > best[0]):
+                best = (conv, plan)
+        if best is None:
+            raise SystemExit(f"no {family} plan reaches {target:g}x fewer conv MACs")
+        return best[1]
+
+    def _retrain(self, model: torch.nn.Module, ctx: Any) -> torch.nn.Module:
+        """The equal retraining: ``retrain_epochs`` more with a fresh schedule, as ``pdenas export --epochs`` does."""
+        budget = ctx.config.budget
+        teacher = ctx.base_model if budget.distillation > 0 else None
+        train_model(model, ctx.data, budget, seed=ctx.config.seed + budget.epochs, device="cpu", teacher=teacher,
+                    epochs=self.budget.retrain_epochs)
+        return model.cpu().eval()
+
+    # ---------------------------------------------------------------------------------------- peer
+    def peers(self) -> list[Row]:
+        rows = []
+        for target in self.budget.targets:
+            out = self.work / "peers" / f"torch-pruning-{target:g}x"
+            if not (out / "result.json").is_file():
+                ctx = self._context(stagewise=False, teacher=True)
+                pruned = prune_to_conv_macs(self.original(), INPUT, ctx.original.conv_macs / target)
+                model = pruned.model
+                first = train_model(model, ctx.data, ctx.config.budget, seed=ctx.config.seed, device="cpu", teacher=ctx.base_model)
+                model = self._retrain(model, ctx)
+                out.mkdir(parents=True, exist_ok=True)
+                torch.save(model, out / "model.pt")
+                (out / "result.json").write_text(json.dumps({
+                    "plan": f"channel ratio {pruned.ratio:.3f}", "macs": pruned.macs, "conv_macs": pruned.conv_macs,
+                    "params": pruned.params, "search_accuracy": first.accuracy, "heldout_accuracy": self.heldout(model),
+                }))
+            r = json.loads((out / "result.json").read_text())
+            rows.append(Row("torch-pruning", f"Torch-Pruning {target:g}x", str((out / "model.pt").relative_to(self.work)), r["plan"],
+                            r["macs"], r["conv_macs"], r["params"], r["search_accuracy"], r["heldout_accuracy"], target=target))
+        return rows
+
+    # --------------------------------------------------------------------------------------- shared
+    def original(self) -> torch.nn.Module:
+        if self._original is None:
+            self._original = pdenas.load_compressed(self.args.original).eval()
+        return self._original
+
+    def heldout(self, model: torch.nn.Module) -> float:
+        if self._heldout is None:
+            self._heldout = holdout_view(self.search_dir, self.holdout_dir, subset=self.budget.subset)
+        return evaluate(model, self._heldout, device="cpu")
 
 
-# ------------------------------------------------------------------------------------------ original
-def pretrain(search_dir: Path, holdout_dir: Path, work: Path, budget: Budget) -> Path:
-    path = work / f"{MODEL}-pretrained.pt"
-    info = work / f"{MODEL}-pretrained.json"
-    if path.is_file() and info.is_file():
-        return path
-    space = SearchConfig.from_yaml(SPACE)
-    train_budget = dataclasses.replace(space.budget, epochs=budget.pretrain_epochs)
-    data = load_dataset(search_dir, seed=0, val_fraction=space.budget.val_fraction, subset=budget.pretrain_subset)
-    torch.manual_seed(0)
-    model = pdenas.create_model(MODEL, num_classes=data.num_classes)
-    result = train_model(model, data, train_budget, seed=0, device="cpu",
-                         on_epoch=lambda e, n, loss: print(f"  pre-train epoch {e}/{n} loss {loss:.3f}", flush=True))
-    torch.save(model.state_dict(), path)
-    held = evaluate(model, holdout_view(search_dir, holdout_dir, subset=budget.pretrain_subset), device="cpu")
-    info.write_text(json.dumps({"val_accuracy": result.accuracy, "holdout_accuracy": held, "train_time": result.train_time,
-                                "train_images": int(data.train_y.numel()), "epochs": budget.pretrain_epochs}))
-    return path
+def _grid(blocks: list[int]) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = [()]
+    for m in blocks:
+        out = [(*prefix, k) for prefix in out for k in range(1, m + 1)]
+    return out
 
 
-# -------------------------------------------------------------------------------------------- search
-def variants(seed: int) -> dict[str, dict]:
-    """Search-space changes of each compared search (on top of cifar10-resnet.yaml)."""
-    return {
-        "global": {},
-        "no-global": {"space": {"global_layer": [False]}},
-        "random": {"sampler": {"name": "random"}},
-    }
-
-
-def run_search(key: str, changes: dict, seed: int, search_dir: Path, weights: Path, work: Path, budget: Budget) -> Path:
-    study_dir = work / "studies" / key
-    config = work / "spaces" / f"{key}.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    space = yaml.safe_load(SPACE.read_text())
-    space["model"] = MODEL
-    space["sampler"]["startup_trials"] = budget.startup_trials
-    space["budget"]["lr"] = budget.lr
-    for section, values in changes.items():
-        space[section].update(values)
-    config.write_text(f"# {SPACE.name}, adapted by benchmarks/cifar10_search.py\n" + yaml.safe_dump(space, sort_keys=False))
-    pdenas_cli("search", "--config", config, "--weights", weights, "--dataset", search_dir, "--trials", budget.trials,
-               "--epochs", budget.epochs, "--subset", budget.subset, "--seed", seed, "--device", "cpu",
-               "--study-dir", study_dir)
-    return study_dir
+def enqueue_paper_plan(study_dir: Path) -> None:
+    """Queue the paper's plan (keep 1 + Global K=1, dt=0.2, the paper's layer, in every stage) as a fixed trial,
+    in the parameters pdenas' sampler uses (``<stage>.keep``, ``<stage>.global``, ...)."""
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(study_dir / "study.log")))
+    study = optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+    params = {}
+    for stage in ("layer1", "layer2", "layer3"):
+        params.update({f"{stage}.keep": 1, f"{stage}.global": True, f"{stage}.iterations": PAPER.iterations,
+                       f"{stage}.dt": PAPER.dt, f"{stage}.diffusion": PAPER.diffusion, f"{stage}.init": "random",
+                       f"{stage}.residual": False})
+    study.enqueue_trial(params, skip_if_exists=True)
 
 
 def pdenas_cli(*args: object) -> None:
@@ -240,184 +386,145 @@ def pdenas_cli(*args: object) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL if os.environ.get("BENCH_QUIET") else None)
 
 
-# ------------------------------------------------------------------------------------------- retrain
-@dataclass(frozen=True)
-class Retrained:
-    front: str
-    study: str  # its study folder's name
-    trial: int
-    plan: str
-    search_accuracy: float  # on the search's validation split, after the search's budget
-    holdout_accuracy: float  # after the equal, longer budget
-    macs: float
-    params: float
-    latency_ms: float | None  # CPU, batch 1, measured side by side after all retraining
-    original: bool
-
-
-def retrain_fronts(studies: dict[str, Path], search_dir: Path, holdout_dir: Path, work: Path, budget: Budget) -> list[Retrained]:
-    out: list[Retrained] = []
-    done_original = False
-    for front, study_dir in studies.items():
-        data = build_report_data(open_study(study_dir), study_dir=study_dir, importances=False)
-        chosen = spread([t for t in data.pareto if not t.reference], budget.max_retrain)
-        if not done_original and data.original.trial_number is not None:
-            chosen = [data.trial(data.original.trial_number), *chosen]
-            done_original = True
-        for trial in chosen:
-            out.append(retrain_one(front, study_dir, trial, search_dir, holdout_dir, work, budget))
-    return measure_latency(out, work)
-
-
-def measure_latency(rows: list[Retrained], work: Path, *, rounds: int = 5) -> list[Retrained]:
-    """CPU latency at batch 1 of every retrained model, measured here side by side: ``rounds`` interleaved
-    rounds (each ``pdenas.latency``: median of 20 after warm-up), median over the rounds."""
-    models = [pdenas.load_compressed(work / "retrain" / f"{r.study}-trial{r.trial}" / "model.pt") for r in rows]
-    times: list[list[float]] = [[] for _ in rows]
-    for _ in range(rounds):
-        for model, samples in zip(models, times):
-            samples.append(1e3 * pdenas.latency(model, (3, 32, 32), batch_size=1, device="cpu"))
-    return [dataclasses.replace(r, latency_ms=sorted(t)[len(t) // 2]) for r, t in zip(rows, times)]
-
-
 def spread(trials: list, count: int) -> list:
     """At most ``count`` of ``trials`` (sorted by MACs), evenly spaced, the cheapest and the best included."""
     if len(trials) <= count:
         return trials
+    if count < 2:
+        return trials[-count:] if count else []
     picks = sorted({round(i * (len(trials) - 1) / (count - 1)) for i in range(count)})
     return [trials[i] for i in picks]
 
 
-def retrain_one(front: str, study_dir: Path, trial, search_dir: Path, holdout_dir: Path, work: Path, budget: Budget) -> Retrained:
-    out = work / "retrain" / f"{study_dir.name}-trial{trial.number}"
-    record = out / "result.json"
-    if not record.is_file():
-        pdenas_cli("export", study_dir, "--trial", trial.number, "--epochs", budget.retrain_epochs, "--out", out / "model.pt",
-                   "--device", "cpu")
-        model = pdenas.load_compressed(out / "model.pt")  # carries pdenas_metadata: the export's figures
-        held = evaluate(model, holdout_view(search_dir, holdout_dir, subset=budget.subset), device="cpu")
-        record.write_text(json.dumps({"holdout_accuracy": held, "export_val_accuracy": model.pdenas_metadata.get("accuracy")}))
-    saved = json.loads(record.read_text())
-    return Retrained(front=front, study=study_dir.name, trial=trial.number, plan=trial.plan_text, search_accuracy=trial.accuracy,
-                     holdout_accuracy=saved["holdout_accuracy"], macs=trial.macs, params=trial.params,
-                     latency_ms=None, original=trial.reference)
+def load_row_model(row: Row, work: Path) -> torch.nn.Module:
+    path = Path(row.file) if Path(row.file).is_absolute() else work / row.file
+    if row.group == "torch-pruning":
+        return torch.load(path, weights_only=False).eval()
+    return pdenas.load_compressed(path).eval()
+
+
+def measure_all(rows: list[Row], work: Path, *, rounds: int = 5) -> list[Row]:
+    """ONNX Runtime latency at batch 1 with 2 threads of every model, measured side by side: ``rounds``
+    interleaved rounds, the median over the rounds of each round's median."""
+    models = [load_row_model(r, work) for r in rows]
+    times: list[list[float]] = [[] for _ in rows]
+    for _ in range(rounds):
+        for model, samples in zip(models, times):
+            samples.append(measure_latency(model, INPUT, runtime="onnxruntime", batch_size=1, threads=2, device="cpu").median_ms)
+    return [dataclasses.replace(r, latency_ms=sorted(t)[len(t) // 2]) for r, t in zip(rows, times)]
 
 
 # ------------------------------------------------------------------------------------------- results
-def accuracy_at(points: list[tuple[float, float]], macs: float) -> tuple[float | None, float | None]:
-    """(best accuracy among the points with MACs <= ``macs``, the front's accuracy interpolated linearly in
-    log MACs between its neighbouring points); None where the front has no point that cheap."""
-    front = sorted(points)
-    within = [a for m, a in front if m <= macs * (1 + 1e-9)]
-    if not within:
-        return None, None
-    best = max(within)
-    staircase: list[tuple[float, float]] = []  # non-dominated, ascending in both
-    for m, a in front:
-        if not staircase or a > staircase[-1][1]:
-            staircase.append((m, a))
-    below = [p for p in staircase if p[0] <= macs]
-    above = [p for p in staircase if p[0] > macs]
-    if not above:
-        return best, below[-1][1]
-    (m0, a0), (m1, a1) = below[-1], above[0]
-    w = (math.log(macs) - math.log(m0)) / (math.log(m1) - math.log(m0))
-    return best, a0 + w * (a1 - a0)
+def best_within(rows: list[Row], conv_macs: float) -> Row | None:
+    within = [r for r in rows if r.conv_macs <= conv_macs * 1.01]
+    return max(within, key=lambda r: r.heldout_accuracy) if within else None
 
 
-def results_markdown(args, budget: Budget, studies: dict[str, Path], retrained: list[Retrained], clock: Clock,
-                     work: Path) -> str:
-    pre = json.loads((work / f"{MODEL}-pretrained.json").read_text())
-    original = next(r for r in retrained if r.original)
+def results_markdown(bench: Bench, studies: dict[str, Path], rows: list[Row], clock: Clock) -> str:
+    b, args = bench.budget, bench.args
+    original = next(r for r in rows if r.group == "original")
+    card = pdenas.load_compressed(args.original).pdenas_metadata
     lines = [
         (f"Measured {dt.date.today().isoformat()} on {platform.node() or 'this machine'} ({os.cpu_count()} CPU cores, "
          f"torch {torch.__version__}, {torch.get_num_threads()} threads, pdenas {pdenas.__version__}); wall time "
-         f"{clock.total / 60:.1f} min (the sum of the phases below, over every run of the command that built them)."),
+         f"{clock.total / 60:.1f} min, the sum of the phases (over every run of the command that built them): "
+         + ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in clock.phases.items()) + "."),
         "",
-        f"Command: `python benchmarks/cifar10_search.py --budget {args.budget}`"
-        + (f" `--seeds {args.seeds}`" if args.seeds is not None else "") + ".",
+        f"Command: `python benchmarks/cifar10_search.py --budget {args.budget}`.",
         "",
-        (f"Budget `{args.budget}`: original `{MODEL}` trained {budget.pretrain_epochs} epochs on "
-         f"{pre['train_images']:,} images (held-out accuracy {pre['holdout_accuracy']:.2%}); each search "
-         f"{budget.trials} trials (TPE: {budget.startup_trials} random first), each candidate {budget.epochs} epochs "
-         f"on {budget.subset:,} images from the original's weights (SGD, lr {budget.lr:g}, cosine), scored on the search's validation split "
-         f"(4,500 images); retraining: the search's budget + {budget.retrain_epochs} epochs, scored on the "
-         f"5,000 held-out images no search saw."),
+        (f"Original: `{MODEL}` from `{args.original.name}` (`{card.get('command', '?')}`), held-out accuracy "
+         f"{original.heldout_accuracy:.2%} on the 5,000 held-out images. Each search: {b.trials} trials (TPE, "
+         f"{b.startup_trials} random first), stage-wise distillation on {b.stage_images:,} feature images "
+         f"({b.stage_epochs} epoch(s) per variant), each candidate fine-tuned {b.epochs} epoch(s) on {b.subset:,} images "
+         f"(SGD lr {b.lr:g}, cosine, the original as teacher at weight {DISTILLATION}). Every model below then gets "
+         f"{b.retrain_epochs} more epoch(s) (fresh schedule, as `pdenas export --epochs`), and is scored on the held-out "
+         "images. Latency: ONNX Runtime, batch 1, 2 threads, 5 interleaved rounds, medians."),
         "",
-        "Phases: " + ", ".join(f"{name} {sec / 60:.1f} min" for name, sec in clock.phases.items()) + ".",
+        "### Pareto models of the Global-layer search (and the paper's plan), retrained",
         "",
-        "### 1. Pareto candidates of the Global-layer search, retrained",
+        *row_table([r for r in rows if r.group in ("original", "global")], original),
         "",
-        "| trial | plan | search acc | held-out acc | MACs | fewer MACs | params | fewer params | CPU latency (ms, batch 1) | speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "### Pareto models of the blocks-only search, retrained",
+        "",
+        *row_table([r for r in rows if r.group == "blocks"], original),
+        "",
+        "### Global layers against blocks only against Torch-Pruning, at equal conv MACs (held-out accuracy)",
+        "",
+        "Best retrained model within each target (search fronts and ablation rows with their full treatment both count; "
+        "Torch-Pruning pruned to the target).",
+        "",
+        "| fewer conv MACs | Global layers | blocks only | Torch-Pruning |",
+        "|---|---|---|---|",
     ]
-    for r in sorted((r for r in retrained if r.front == "global"), key=lambda r: -r.macs):
-        lines.append(
-            f"| {r.trial}{' (original)' if r.original else ''} | {r.plan} | {r.search_accuracy:.2%} | {r.holdout_accuracy:.2%} "
-            f"| {r.macs / 1e6:.2f}M | {original.macs / r.macs:.2f}x | {r.params:,.0f} | {original.params / r.params:.2f}x "
-            f"| {fmt(r.latency_ms)} | {ratio(original.latency_ms, r.latency_ms)} |"
-        )
-    lines += ["", "### 2. Global layers against dropping blocks alone (held-out accuracy after retraining)", "",
-              "| fewer MACs than the original | Global: best within | Global: interpolated | blocks only: best within | blocks only: interpolated |",
-              "|---|---|---|---|---|"]
-    fronts = {name: [(r.macs, r.holdout_accuracy) for r in retrained if r.front == name or r.original] for name in ("global", "no-global")}
-    for target in TARGETS:
+    full = [r for r in rows if r.group in ("global", "blocks") or (r.group == "ablation" and r.name.startswith("+ teacher"))]
+    for target in b.targets:
+        limit = original.conv_macs / target
         cells = []
-        for name in ("global", "no-global"):
-            best, interp = accuracy_at(fronts[name], original.macs / target)
-            cells += [pct(best), pct(interp)]
-        lines.append(f"| {target:g}x (<= {original.macs / target / 1e6:.2f}M) | " + " | ".join(cells) + " |")
-    lines += ["", "Block-dropping candidates retrained:", "",
-              "| trial | plan | search acc | held-out acc | MACs | fewer MACs | params |", "|---|---|---|---|---|---|---|"]
-    for r in sorted((r for r in retrained if r.front == "no-global"), key=lambda r: -r.macs):
-        lines.append(f"| {r.trial} | {r.plan} | {r.search_accuracy:.2%} | {r.holdout_accuracy:.2%} | {r.macs / 1e6:.2f}M "
-                     f"| {original.macs / r.macs:.2f}x | {r.params:,.0f} |")
-    lines += ["", "### 3. TPE against random sampling (hypervolume of the search's front)", ""]
-    hv: dict[str, list[float]] = {"global": [], "random": []}
-    reference = None
-    rows = []
-    for seed in budget.seeds:
-        cells = []
-        for name in ("global", "random"):
-            study_dir = studies[f"{name}-seed{seed}"]
-            data = build_report_data(open_study(study_dir), study_dir=study_dir, importances=False)
-            value = data.hypervolume.final if data.hypervolume else float("nan")
-            reference = data.hypervolume.reference_point if data.hypervolume else reference
-            hv[name].append(value)
-            cells.append(f"{value:.4f}")
-        rows.append(f"| {seed} | " + " | ".join(cells) + " |")
-    lines += [(f"Reference point: accuracy 0, MACs {reference['macs'] / 1e6:.2f}M (1.1 x the original's); the value is the "
-               "dominated fraction of the box between it and (accuracy 1, 0 MACs). Same trials, seeds and budget for both "
-               f"samplers; {len(budget.seeds)} seed(s)."), "", "| seed | TPE | random |", "|---|---|---|", *rows,
-              f"| mean | {mean(hv['global']):.4f} | {mean(hv['random']):.4f} |", ""]
+        for pick in (
+            [r for r in full if r.group == "global" or r.family == "global"],
+            [r for r in full if r.group == "blocks" or r.family == "blocks"],
+            [r for r in rows if r.group == "torch-pruning" and r.target == target],
+        ):
+            best = best_within(pick, limit * (1.01 if pick and pick[0].group == "torch-pruning" else 1.0))
+            cells.append("none that cheap" if best is None else
+                         f"{best.heldout_accuracy:.2%} ({original.conv_macs / best.conv_macs:.2f}x, {best.name})")
+        lines.append(f"| {target:g}x (<= {limit / 1e6:.2f}M) | " + " | ".join(cells) + " |")
+    lines += ["", "### Ablation (fixed plans, the same retraining)", "",
+              "| row | family | target | plan | conv MACs | fewer | accuracy after the search's budget (val) | held-out |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r.group == "ablation"):
+        lines.append(f"| {r.name.split(' [')[0]} | {r.family} | {r.target:g}x | {r.plan} | {r.conv_macs / 1e6:.2f}M "
+                     f"| {original.conv_macs / r.conv_macs:.2f}x | {pct(r.search_accuracy)} | {r.heldout_accuracy:.2%} |")
+    lines += ["", "### Torch-Pruning (DepGraph, group L2 magnitude), fine-tuned with the same budget and teacher", "",
+              *row_table([r for r in rows if r.group == "torch-pruning"], original), "",
+              "### Where a Global layer pays, per stage (the stage-wise records of both searches)", ""]
+    view = stage_view([TrialRecord.from_trial(t) for d in studies.values() for t in open_study(d).get_trials(deepcopy=False)],
+                      StudyRecord.from_study(open_study(studies["global"])).original)
+    lines += [f"- {c.stage}, keep {c.keep}: {c.verdict}" for c in view.choices] or [f"- {view.reason}"]
     return "\n".join(lines) + "\n"
 
 
-def fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def row_table(rows: list[Row], original: Row) -> list[str]:
+    out = ["| model | plan | val acc (search) | held-out acc | conv MACs | fewer conv MACs | params | ORT ms (b1) | speed-up | speed-up / MAC ratio |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -r.conv_macs):
+        mac_ratio = original.conv_macs / r.conv_macs
+        speed = original.latency_ms / r.latency_ms if r.latency_ms and original.latency_ms else None
+        out.append(f"| {r.name} | {r.plan} | {pct(r.search_accuracy)} | {r.heldout_accuracy:.2%} | {r.conv_macs / 1e6:.2f}M "
+                   f"| {mac_ratio:.2f}x | {r.params:,} | {fmt(r.latency_ms)} | {fmt(speed, 'x')} "
+                   f"| {fmt(speed / mac_ratio if speed else None)} |")
+    return out
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return "-" if a is None or b is None or b <= 0 else f"{a / b:.2f}x"
+def fmt(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}{suffix}"
 
 
 def pct(value: float | None) -> str:
-    return "no point that cheap" if value is None else f"{value:.2%}"
-
-
-def mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+    return "-" if value is None else f"{value:.2%}"
 
 
 def write_results(text: str) -> None:
     current = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    section = f"{BEGIN}\n## CIFAR-10 search (issue 8)\n\n{text}{END}"
+    section = f"{BEGIN}\n## CIFAR-10: compressing a trained resnet32 (issue 13)\n\n{text}{END}"
     if BEGIN in current and END in current:
         head, rest = current.split(BEGIN, 1)
         current = head + section + rest.split(END, 1)[1]
     else:
         current = current.rstrip("\n") + "\n\n" + section + "\n"
     RESULTS.write_text(current)
+
+
+def commit_models(rows: list[Row], work: Path) -> None:
+    """Copy the Global search's retrained Pareto models into benchmarks/models/ and record them."""
+    for r in rows:
+        if r.group != "global":
+            continue
+        name = f"resnet32-cifar10-global-{r.name.replace(' ', '-').replace(chr(39), '')}.pt"
+        shutil.copyfile(work / r.file, MODELS / name)
+        record_model({"file": name, "original": False, "sha256": sha256(MODELS / name), "plan": r.plan, "macs": r.macs,
+                      "conv_macs": r.conv_macs, "params": r.params, "heldout_accuracy": r.heldout_accuracy,
+                      "latency_ms_ort_b1": r.latency_ms})
 
 
 def screenshot(html: Path, png: Path) -> None:

@@ -350,6 +350,7 @@ def _original(source: _Source, ctx: SearchContext, runtime: str) -> dict[str, An
         "search_latency_ms": known.latency_ms,
         "trial": known.trial_number,
         "epochs": source.config.budget.epochs,
+        "weights_given": source.config.weights is not None,  # trial 0 scored them as they are: no training
     }
 
 
@@ -470,7 +471,8 @@ def _legend(result: ExportResult) -> list[str]:
     return [
         (
             f"accuracy: on the study's validation split; the original's from the search (trial {orig.get('trial')}, "
-            f"{_epochs(orig.get('epochs'))}), the exported model's after {_epochs(orig.get('epochs'))}{extra}"
+            + ("the given weights as they are" if orig.get("weights_given") else _epochs(orig.get("epochs")))
+            + f"), the exported model's after {_epochs(orig.get('epochs'))}{extra}"
         ),
         (
             "MACs: honest (the Global layers' arithmetic counted); conv MACs: as fvcore and the paper count them; "

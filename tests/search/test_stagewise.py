@@ -18,6 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from pdenas import create_model, load_weights
+from pdenas.export._trial import _legend
 from pdenas.distill import model_fingerprint
 from pdenas.export import export_trial
 from pdenas.report import build_report_data
@@ -149,6 +150,8 @@ def test_given_weights_are_scored_as_they_are(study_dir, tmp_path):
     assert original.accuracy == first.accuracy and original.weights_fingerprint is None
     assert not (directory / ORIGINAL_FILE).exists()
     assert candidate.complete and candidate.stages and candidate.initial_accuracy is not None
+    exported = export_trial(directory, trial=candidate.number, out=tmp_path / "exported")
+    assert "trial 0, the given weights as they are)" in _legend(exported)[0]  # not "trained N epochs"
 
 
 def test_stagewise_disabled_fine_tunes_the_compressed_original(tmp_path):

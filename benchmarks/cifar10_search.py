@@ -94,8 +94,8 @@ BUDGETS = {
                    max_retrain=1, targets=(4.6,)),  # a smoke test of the whole pipeline (figures mean nothing)
     "small": Budget(trials=4, startup_trials=2, subset=1500, epochs=1, retrain_epochs=1, stage_images=1000, stage_epochs=1,
                     max_retrain=2, targets=(2.0, 4.6)),
-    "full": Budget(trials=12, startup_trials=6, subset=10000, epochs=2, retrain_epochs=2, stage_images=10000,
-                   stage_epochs=2, max_retrain=4, targets=(2.0, 3.0, 4.6)),
+    "full": Budget(trials=10, startup_trials=5, subset=5000, epochs=2, retrain_epochs=2, stage_images=5000,
+                   stage_epochs=2, max_retrain=3, targets=(2.0, 3.0, 4.6)),
 }
 ABLATION = (  # (row, Global init, stage-wise distillation, teacher)
     ("fine-tune only, random init", "random", False, False),

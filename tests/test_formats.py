@@ -71,6 +71,41 @@ def test_onnx_global_layers_are_in_their_short_form(tmp_path):
     assert ops["Div"] == 3  # one per Global layer (K = 1: H_1 = M / den)
 
 
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+def test_onnx_compact_form_matches_the_model_in_onnxruntime(exporter, tmp_path):
+    """form="compact" (the fewest operations per Global layer) through both exporters, any batch size."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    if exporter == "dynamo":
+        pytest.importorskip("onnxscript")
+    model = _model(iterations=1)
+    path = tmp_path / "model.onnx"
+    assert export_onnx(model, path, torch.randn(2, 3, 32, 32), form="compact", exporter=exporter) == exporter
+    ops = collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    assert ops["Concat"] == ops["Div"] == ops["Mul"] == 3, ops  # one of each per Global layer
+    run, _, _ = onnx_runner(path)
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 32, 32)
+        assert abs(run(x.numpy()) - _logits(model, x).numpy()).max() <= TOLERANCE
+
+
+def test_onnx_form_follows_the_batch_size_it_is_meant_for(tmp_path):
+    """"auto" writes the compact form up to COMPACT_MAX_BATCH images per call, the narrow form above."""
+    onnx = pytest.importorskip("onnx")
+    from pdenas.export._formats import COMPACT_MAX_BATCH, onnx_form
+
+    assert onnx_form("auto", COMPACT_MAX_BATCH + 1) == "conv" and onnx_form("conv", 1) == "conv"
+    assert onnx_form("compact", 64) == "compact"
+    assert onnx_form("auto", max(COMPACT_MAX_BATCH, 1)) == ("compact" if COMPACT_MAX_BATCH >= 1 else "conv")
+    model = _model(iterations=1)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, torch.randn(2, 3, 32, 32), batch_size=1)  # traced on 2 images, meant for 1
+    concat = sum(node.op_type == "Concat" for node in onnx.load(str(path)).graph.node)
+    assert concat == (3 if onnx_form("auto", 1) == "compact" else 0)
+    with pytest.raises(ExportError, match="unknown ONNX form 'wide'; use 'auto', 'conv'"):
+        export_onnx(model, path, torch.randn(1, 3, 32, 32), form="wide")  # type: ignore[arg-type]
+
+
 def test_onnx_through_the_dynamo_exporter_is_the_same_short_form(tmp_path):
     """The torch.export-based exporter (export_onnx's fallback) writes the same short form."""
     onnx = pytest.importorskip("onnx")

@@ -30,12 +30,13 @@ from torch import Tensor, nn
 
 from .._util import atomic_write, first_line, preserved_modes
 from ..cost import LatencyError, check_runtime
-from ..nn import Form, use_form
+from ..nn import Form, requested_form, use_form
 from ._errors import ExportError
 
 __all__ = [
     "aoti_runner",
     "CHECK_BATCH",
+    "COMPACT_MAX_BATCH",
     "check_formats",
     "export_aoti",
     "export_onnx",
@@ -43,6 +44,7 @@ __all__ = [
     "max_abs_diff",
     "ONNX_OPSET",
     "ONNX_OPSET_DYNAMO",
+    "onnx_form",
     "onnx_runner",
     "onnx_session",
     "quiet",
@@ -51,6 +53,12 @@ __all__ = [
 ONNX_OPSET = 17  # the TorchScript-based exporter's; the torch.export-based one writes its own, 18
 ONNX_OPSET_DYNAMO = 18
 CHECK_BATCH = 8  # images an exported file is checked on (2 with the ONNX reference evaluator)
+# The largest batch for which export_onnx's "auto" writes the compact form (fewest operations, 4-7C wide).
+# 0: never. Measured with benchmarks/bench_runtimes.py (ONNX Runtime 1.32, 1 and 2 threads, CPU time;
+# benchmarks/RESULTS.md, issue 14): the compact form is slower than the narrow one at batch 1 too
+# (keep-1 + Global resnet32: 0.70 against 0.40 ms at 1 thread, 1.69 against 1.01 ms at 2), because its
+# wide operations cost more work than the ~17 operations it saves per layer cost in fixed overhead.
+COMPACT_MAX_BATCH = 0
 
 
 @contextlib.contextmanager
@@ -108,6 +116,8 @@ def export_onnx(
     say: Callable[[str], None] | None = None,
     exporter: Literal["auto", "torchscript", "dynamo"] = "auto",
     metadata: Mapping[str, str] | None = None,
+    form: Literal["auto", "conv", "compact"] = "auto",
+    batch_size: int | None = None,
 ) -> str:
     """Write ``model`` as ONNX at ``path`` (input ``input``, output ``logits``, dynamic batch); returns the
     exporter used: "torchscript" (dynamo=False), else "dynamo" (when the first fails; ``say`` is told why).
@@ -115,19 +125,30 @@ def export_onnx(
     ``metadata_props`` (needs the onnx package; onnxruntime reads it as
     ``session.get_modelmeta().custom_metadata_map``).
 
-    Global layers in eval mode are written in their short inference form (``"conv"``, see
-    :mod:`pdenas.nn._inference`), which is specific to ``example``'s height and width.
+    Global layers in eval mode are written in an inference form specific to ``example``'s height and
+    width (:mod:`pdenas.nn._forms`): ``form="conv"``, about 31 operations per layer each C channels wide
+    (:mod:`pdenas.nn._inference`), or ``"compact"``, 9 to 15 operations with intermediates 4 to 7 times C
+    wide (:mod:`pdenas.nn._compact`), for runtimes where an operation's fixed cost outweighs its work. The
+    file takes any batch size either way; ``"auto"`` writes the compact form for a ``batch_size`` (the batch
+    the file will mostly run at; default ``example``'s) up to :data:`COMPACT_MAX_BATCH`, which measurement
+    in ONNX Runtime on the CPU set to 0 (the narrow form is faster at batch 1 too), unless an enclosing
+    :func:`pdenas.nn.use_form` asks for a form.
     """
     if exporter not in ("auto", "torchscript", "dynamo"):
         raise ExportError(f"unknown ONNX exporter {exporter!r}; use 'auto', 'torchscript' or 'dynamo'")
+    requested = requested_form()
+    if form == "auto" and requested is not None:
+        chosen: Form = requested  # type: ignore[assignment]
+    else:
+        chosen = onnx_form(form, example.shape[0] if batch_size is None else batch_size)
     path = Path(path)
     with quiet(), torch.no_grad():
-        _warm_up(model, example, "conv")
+        _warm_up(model, example, chosen)
     errors: list[str] = []
     for name in ("torchscript", "dynamo") if exporter == "auto" else (exporter,):
         write = functools.partial(_write_onnx, model, example, dynamo=name == "dynamo", metadata=metadata)
         try:
-            with quiet():
+            with quiet(), use_form(chosen):
                 atomic_write(path, write)
             if errors and say is not None:
                 say(f"the TorchScript-based ONNX exporter failed ({errors[0]}); used the torch.export-based one (dynamo=True)")
@@ -137,6 +158,16 @@ def export_onnx(
     tried = "both exporters" if len(errors) > 1 else "the exporter asked for"
     raise ExportError(f"ONNX export failed with {tried} ({'; '.join(errors)}); is the onnx extra installed "
                       "(pip install 'pdenas[onnx]')?")
+
+
+def onnx_form(form: str, batch_size: int) -> Form:
+    """The Global layers' form :func:`export_onnx` writes for ``form`` ("auto", "conv", "compact") and a file
+    meant for ``batch_size`` images per call."""
+    if form not in ("auto", "conv", "compact"):
+        raise ExportError(f"unknown ONNX form {form!r}; use 'auto', 'conv' (large batches) or 'compact' (batch 1)")
+    if form != "auto":
+        return form  # type: ignore[return-value]
+    return "compact" if batch_size <= COMPACT_MAX_BATCH else "conv"
 
 
 def export_aoti(

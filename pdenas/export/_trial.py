@@ -209,7 +209,8 @@ def export_trial(
     metadata = _metadata(source, cost, measured.median_ms, first.accuracy, final.accuracy, epochs, original)
     save_compressed(paths["pt"], model, plan=source.plan, model_spec=source.config.model, input_size=ctx.input_size,
                     num_classes=ctx.num_classes, metadata={**metadata, "model_card": card.to_dict()})
-    checks = _write_and_check(model, ctx.data, formats, paths, card.file_metadata(), say)
+    checks = _write_and_check(model, ctx.data, formats, paths, card.file_metadata(), say,
+                              batch_size=source.config.latency.batch_size)
 
     result = ExportResult(
         trial=source.trial.number, plan_text=source.plan_text, plan=source.plan.to_dict(),
@@ -391,9 +392,11 @@ class _Checks:
 
 def _write_and_check(
     model: nn.Module, data: Any, formats: tuple[str, ...], paths: dict[str, Path], metadata: dict[str, str],
-    say: Callable[[str], None],
+    say: Callable[[str], None], *, batch_size: int,
 ) -> _Checks:
-    """Load the checkpoint back, write the other formats (each with ``metadata``), and run each on validation images."""
+    """Load the checkpoint back, write the other formats (each with ``metadata``), and run each on validation images.
+
+    The ONNX file's Global layers take the form that is faster at ``batch_size`` (the study's latency setup)."""
     images = _validation_images(data, CHECK_BATCH)  # (N, C, H, W)
     with torch.no_grad():
         expected = model(images)
@@ -410,7 +413,7 @@ def _write_and_check(
     exporter = runtime = None
     if "onnx" in formats:
         say("exporting ONNX")
-        exporter = export_onnx(model, paths["onnx"], trace_input, say=say, metadata=metadata)
+        exporter = export_onnx(model, paths["onnx"], trace_input, say=say, metadata=metadata, batch_size=batch_size)
         run, runtime, limit = onnx_runner(paths["onnx"])
         sample = images[:limit]
         with torch.no_grad():

@@ -4,7 +4,7 @@ from . import functional
 from ._compile import get_compile, set_compile
 from ._config import GlobalLayerConfig, GlobalLayerConfigError
 from ._gated import GatedGlobalLayer, with_init
-from ._forms import FORMS, Form, use_form
+from ._forms import FORMS, Form, requested_form, use_form
 from ._global_layer import GlobalLayer, GlobalLayerUnstableError
 from ._registry import create_global_layer, list_global_layers, register_global_layer
 
@@ -21,6 +21,7 @@ __all__ = [
     "GlobalLayerUnstableError",
     "list_global_layers",
     "register_global_layer",
+    "requested_form",
     "set_compile",
     "use_form",
     "with_init",

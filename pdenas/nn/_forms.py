@@ -9,7 +9,12 @@ Every form computes the same numbers (to float32 rounding); they differ in the o
 * ``"fused"``: the eager path: folded BNs, in-place passes over shifted views (:mod:`pdenas.nn._fast_pde`).
   The fastest in PyTorch, so also what a TorchScript trace records.
 * ``"conv"``: the short inference form of :mod:`pdenas.nn._inference` (periodic stencils as depthwise
-  convolutions, constants folded), which ONNX Runtime runs in a handful of fused passes.
+  convolutions, constants folded), which ONNX Runtime runs in a handful of fused passes, each C wide:
+  the form for large batches, where memory passes cost.
+* ``"compact"``: the fewest operations (:mod:`pdenas.nn._compact`: every kind of work one grouped
+  convolution over all the scheme's terms, intermediates several times C wide): the form for batch 1,
+  where each operation's fixed cost is what costs. Layers it does not apply to (K > 1, a constant
+  diffusion) run ``"conv"``.
 
 Without a request, eager eval and ``torch.jit.trace`` (TorchScript) run ``"fused"``, ONNX export records
 ``"conv"`` and ``torch.export`` ``"plain"``. :func:`use_form` overrides that for Global layers in eval mode
@@ -27,8 +32,8 @@ from typing import Literal
 
 __all__ = ["FORMS", "Form", "requested_form", "use_form"]
 
-Form = Literal["plain", "fused", "conv"]
-FORMS: tuple[str, ...] = ("plain", "fused", "conv")
+Form = Literal["plain", "fused", "conv", "compact"]
+FORMS: tuple[str, ...] = ("plain", "fused", "conv", "compact")
 
 _requested: ContextVar[str | None] = ContextVar("pdenas_global_layer_form", default=None)
 

@@ -25,6 +25,8 @@ Execution (same numbers on every path, to float32 rounding; :meth:`GlobalLayer._
   and backward compiled;
 * ``"conv"``: ONNX export in eval mode records the short inference form of :mod:`pdenas.nn._inference`
   (periodic stencils as depthwise convolutions);
+* ``"compact"``: the fewest operations, for batch 1 (:mod:`pdenas.nn._compact`; ``pdenas.export.export_onnx``
+  writes it for small batches);
 * ``"plain"``: the modules and plain tensor operations exactly as written in the paper's code, so
   every elementwise MAC of the solver is counted (:mod:`pdenas.cost`) and ``torch.export`` /
   AOTInductor sees standard ops it can fuse; also any traced or exported training-mode layer.
@@ -50,6 +52,7 @@ from ._bn_fold import bn_affine, fold_conv_bn, frozen
 from ._compile import CompiledOrEager, compile_enabled
 from ._config import GlobalLayerConfig
 from ._forms import requested_form
+from ._compact import compact_form
 from ._inference import can_fold, inference_form
 from ._layout import memory_format_of, relayout
 from ._shift import is_small
@@ -109,8 +112,10 @@ class GlobalLayer(nn.Module):
         form = self._form(f)
         if form == "plain":
             return self._forward_plain(f)
-        if form == "conv":
-            return inference_form(self, (int(f.shape[-2]), int(f.shape[-1])))(f)
+        if form in ("conv", "compact"):
+            size = (int(f.shape[-2]), int(f.shape[-1]))
+            compact = compact_form(self, size) if form == "compact" else None
+            return compact(f) if compact is not None else inference_form(self, size)(f)
         check = self.training
         folded = _folded(self)  # the eval-mode constants, built and cached here, outside any compiled graph
         if form == "compiled":
@@ -124,7 +129,7 @@ class GlobalLayer(nn.Module):
         return out
 
     def _form(self, f: Tensor) -> str:
-        """How this call runs: "plain", "fused", "compiled" or "conv" (see the module docstring)."""
+        """How this call runs: "plain", "fused", "compiled", "conv" or "compact" (see the module docstring)."""
         onnx = torch.onnx.is_in_onnx_export()
         capturing = torch.compiler.is_exporting() or torch.compiler.is_compiling()
         tracing = torch.jit.is_tracing()
@@ -134,7 +139,7 @@ class GlobalLayer(nn.Module):
         if capturing and not onnx:
             return "plain"  # torch.export (AOTInductor) and torch.compile fuse the plain operations
         form = requested_form() or ("conv" if onnx else "fused")
-        if form == "conv" and not can_fold(self):
+        if form in ("conv", "compact") and not can_fold(self):
             return "plain"  # BatchNorms without running statistics normalise per batch
         if form == "fused" and tracing and torch.is_grad_enabled():
             return "plain"  # with autograd the fused solver is a custom Function a trace cannot record

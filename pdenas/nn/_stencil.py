@@ -32,7 +32,9 @@ __all__ = ["PeriodicStencil", "StencilTaps"]
 
 
 class StencilTaps(NamedTuple):
-    """Per-channel weights of a stencil, each a (C,) tensor: the pixel, then S_H^+, S_H^-, S_W^+, S_W^-."""
+    """Per-channel weights of a stencil: the pixel, then S_H^+, S_H^-, S_W^+, S_W^-. Each a (C,) tensor
+    (depthwise: output channel c reads input channel c), or a (O, I / groups) tensor for a grouped
+    stencil (output channel o reads the I / groups input channels of its group)."""
 
     center: Tensor
     h_plus: Tensor
@@ -58,16 +60,21 @@ def _axis(length: int, shift: int) -> _Axis:
 
 class PeriodicStencil(nn.Module):
     """``Y = c X + a_H S_H^+ X + b_H S_H^- X + a_W S_W^+ X + b_W S_W^- X (+ bias)`` on (B, C, H, W) tensors
-    of one spatial size, as one or two depthwise convolutions with constant weights (buffers).
+    of one spatial size, as one or two depthwise (or grouped) convolutions with constant weights (buffers).
 
     Args:
-        taps: per-channel weights (:class:`StencilTaps`).
+        taps: per-channel weights (:class:`StencilTaps`), (C,) each, or (O, I / groups) each for a
+            grouped stencil from I input channels to O output channels.
         size: (H, W) of the inputs it will see (the wrap-around depends on it).
         shifts: (dx, dy), the scheme's grid spacing in pixels.
-        bias: a (C,) tensor added to the output, or None.
+        bias: an (O,) tensor added to the output, or None.
+        groups: the convolution's groups for 2-D taps (the output channels for 1-D taps: depthwise).
     """
 
-    def __init__(self, taps: StencilTaps, size: tuple[int, int], shifts: tuple[int, int], *, bias: Tensor | None = None) -> None:
+    def __init__(
+        self, taps: StencilTaps, size: tuple[int, int], shifts: tuple[int, int], *, bias: Tensor | None = None,
+        groups: int | None = None,
+    ) -> None:
         super().__init__()
         ax_h, ax_w = _axis(size[0], shifts[0]), _axis(size[1], shifts[1])
         center, hp, hm, wp, wm = (t.detach() for t in taps)
@@ -96,29 +103,32 @@ class PeriodicStencil(nn.Module):
             self.register_buffer("wrap_weight", wrap, persistent=False)
         else:
             self.register_buffer("wrap_weight", None, persistent=False)
-        self.channels = center.numel()
+        self.channels = center.shape[0]
+        self.groups = center.shape[0] if center.dim() == 1 else int(groups or 1)
 
     def forward(self, x: Tensor, acc: Tensor | None = None) -> Tensor:  # (B, C, H, W) -> (B, C, H, W)
         """The stencil of ``x``, plus ``acc`` when given (ONNX Runtime adds each convolution in place)."""
-        y = _depthwise(x, self.main_weight, self.bias, self.main_dilation)
+        y = _conv(x, self.main_weight, self.bias, self.main_dilation, self.groups)
         if acc is not None:
             y = acc + y
         if self.wrap_weight is not None:
-            y = y + _depthwise(x, self.wrap_weight, None, self.wrap_dilation)
+            y = y + _conv(x, self.wrap_weight, None, self.wrap_dilation, self.groups)
         return y
 
     def extra_repr(self) -> str:
-        return f"channels={self.channels}, dilation={self.main_dilation}, wrap_dilation={self.wrap_dilation}"
+        return f"channels={self.channels}, groups={self.groups}, dilation={self.main_dilation}, wrap_dilation={self.wrap_dilation}"
 
 
 def _kernel(center: Tensor, up: Tensor, down: Tensor, left: Tensor, right: Tensor, zero: Tensor) -> Tensor:
-    """(C, 1, 3, 3) depthwise kernel with the given taps at (-1, 0), (+1, 0), (0, -1), (0, +1) and the centre."""
+    """(C, 1, 3, 3) depthwise kernel (taps (C,)) or (O, I / groups, 3, 3) grouped kernel (taps (O, I / groups))
+    with the given taps at (-1, 0), (+1, 0), (0, -1), (0, +1) and the centre."""
     rows = [
-        torch.stack([zero, up, zero], dim=1),
-        torch.stack([left, center, right], dim=1),
-        torch.stack([zero, down, zero], dim=1),
+        torch.stack([zero, up, zero], dim=-1),
+        torch.stack([left, center, right], dim=-1),
+        torch.stack([zero, down, zero], dim=-1),
     ]
-    return torch.stack(rows, dim=1).unsqueeze(1)  # (C, 1, 3, 3)
+    kernel = torch.stack(rows, dim=-2)  # (..., 3, 3)
+    return kernel.unsqueeze(1) if center.dim() == 1 else kernel
 
 
 def _trim(kernel: Tensor, dilation: tuple[int, int], *, use_h: bool, use_w: bool) -> tuple[Tensor, tuple[int, int]]:
@@ -130,7 +140,7 @@ def _trim(kernel: Tensor, dilation: tuple[int, int], *, use_h: bool, use_w: bool
     return kernel.contiguous(), dilation
 
 
-def _depthwise(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: tuple[int, int]) -> Tensor:
+def _conv(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: tuple[int, int], groups: int) -> Tensor:
     kh, kw = weight.shape[-2:]
     padding = (dilation[0] * (kh // 2), dilation[1] * (kw // 2))
-    return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=weight.shape[0])
+    return F.conv2d(x, weight, bias, padding=padding, dilation=dilation, groups=groups)

@@ -1,6 +1,6 @@
 """Every form a Global layer runs in computes the literal scheme's numbers (issue 14): eager eval, the
-TorchScript trace, the ONNX export run by onnxruntime, the MAC-counting form, for every registered
-variant, K in (1, 3), dx/dy > 1, residual, an init block."""
+TorchScript trace, the ONNX export run by onnxruntime (narrow and compact forms), the MAC-counting form,
+for every registered variant, K in (1, 3), dx/dy > 1, residual, an init block."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pdenas.nn import (
     list_global_layers,
     use_form,
 )
+from pdenas.nn._compact import GlobalLayerCompact, compact_applies
 from pdenas.nn._inference import GlobalLayerInference
 from pdenas.nn._stencil import PeriodicStencil, StencilTaps
 from pdenas.nn.functional import global_layer_reference
@@ -106,6 +107,48 @@ def test_onnx_export_matches_the_literal_scheme_in_onnxruntime(variant, K, dx, d
     assert _max_diff(run(x[:1].numpy()), ref[:1]) <= TOL  # dynamic batch
 
 
+@pytest.mark.parametrize("variant,K,dx,dy,residual", [c for c in CASES if c[1] == 1 and c[0] != "constant-diffusion"])
+def test_compact_form_matches_the_literal_scheme_eagerly_and_in_onnxruntime(variant, K, dx, dy, residual, tmp_path):
+    pytest.importorskip("onnxruntime")
+    layer, x, ref = _case(variant, K, dx, dy, residual)
+    assert compact_applies(layer)
+    with torch.no_grad():
+        assert _max_diff(GlobalLayerCompact(layer, SHAPE[2:])(x), ref) <= TOL
+        with use_form("compact"):
+            assert _max_diff(layer(x), ref) <= TOL
+    export_onnx(layer, tmp_path / "layer.onnx", x, form="compact")
+    run, runtime, _ = onnx_runner(tmp_path / "layer.onnx")
+    assert runtime.startswith("onnxruntime")
+    assert _max_diff(run(x.numpy()), ref) <= TOL
+    assert _max_diff(run(x[:1].numpy()), ref[:1]) <= TOL  # dynamic batch
+
+
+@pytest.mark.parametrize("settings", [{"forcing": False}, {"dt": 0.3, "dx": 2}])
+def test_compact_form_with_an_init_block_and_without_forcing(settings, tmp_path):
+    pytest.importorskip("onnxruntime")
+    layer = trained_layer("advection-diffusion", 8, init_block=True, iterations=1, **settings)
+    x = torch.randn(SHAPE)
+    with torch.no_grad():
+        ref = literal(layer, x)
+        assert _max_diff(GlobalLayerCompact(layer, SHAPE[2:])(x), ref) <= TOL
+    export_onnx(layer, tmp_path / "l.onnx", x, form="compact")
+    assert _max_diff(onnx_runner(tmp_path / "l.onnx")[0](x.numpy()), ref) <= TOL
+
+
+@pytest.mark.parametrize("settings", [{"iterations": 3}, {"iterations": 1, "diffusion": "constant", "cdx": 0.7, "cdy": 0.3}])
+def test_layers_without_a_compact_form_export_the_narrow_one(settings, tmp_path):
+    """K > 1 or a constant diffusion: form="compact" writes the narrow form, with the same numbers."""
+    pytest.importorskip("onnx")
+    layer = trained_layer("advection-diffusion", 8, **settings)
+    x = torch.randn(SHAPE)
+    assert not compact_applies(layer)
+    with pytest.raises(ValueError, match="one iteration and a learned diffusion"):
+        GlobalLayerCompact(layer, SHAPE[2:])
+    ops = {form: _onnx_ops(layer, x, tmp_path / f"{form}.onnx", form=form) for form in ("conv", "compact")}
+    assert ops["compact"] == ops["conv"]
+    assert _max_diff(onnx_runner(tmp_path / "compact.onnx")[0](x.numpy()), literal(layer, x).detach()) <= TOL
+
+
 def test_init_block_constant_diffusion_and_no_forcing_on_every_path(tmp_path):
     pytest.importorskip("onnxruntime")
     for K, settings in itertools.product((1, 3), ({"forcing": False}, {"diffusion": "constant", "cdx": 0.7, "cdy": 0.3})):
@@ -120,10 +163,10 @@ def test_init_block_constant_diffusion_and_no_forcing_on_every_path(tmp_path):
         assert _max_diff(onnx_runner(tmp_path / "l.onnx")[0](x.numpy()), ref) <= TOL
 
 
-def _onnx_ops(layer: nn.Module, x: torch.Tensor, path) -> collections.Counter:
+def _onnx_ops(layer: nn.Module, x: torch.Tensor, path, form: str = "auto") -> collections.Counter:
     import onnx
 
-    export_onnx(layer, path, x)
+    export_onnx(layer, path, x, form=form)
     return collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node)
 
 
@@ -133,7 +176,7 @@ def test_onnx_export_is_the_short_form(tmp_path):
     counts = {}
     for K in (1, 2, 3):
         layer = trained_layer("advection-diffusion", 16, iterations=K)
-        ops = _onnx_ops(layer, torch.randn(1, 16, 8, 8), tmp_path / f"k{K}.onnx")
+        ops = _onnx_ops(layer, torch.randn(1, 16, 8, 8), tmp_path / f"k{K}.onnx", form="conv")
         assert not {"Slice", "Concat", "Pad", "Gather", "ScatterND"} & set(ops), ops
         counts[K] = sum(n for op, n in ops.items() if op not in ("Constant", "Identity"))
     # K = 1: 4 field convolutions, 6 periodic stencils (2 convolutions each), 5 products and their sum, den,
@@ -146,10 +189,25 @@ def test_onnx_export_is_the_short_form(tmp_path):
     assert plain["Slice"] > 0
 
 
+@pytest.mark.parametrize("variant", [v for v in list_global_layers() if v != "constant-diffusion"])
+def test_onnx_compact_form_is_the_fewest_operations(variant, tmp_path):
+    """K = 1: one Mul and one Div, every term in one convolution of each kind: 15 operations before ONNX
+    Runtime fuses the ReLUs and sums into the convolutions (the narrow form: 41 with advection)."""
+    pytest.importorskip("onnx")
+    layer = trained_layer(variant, 16, iterations=1)
+    ops = {form: _onnx_ops(layer, torch.randn(1, 16, 8, 8), tmp_path / f"{form}.onnx", form=form) for form in ("conv", "compact")}
+    compact = ops["compact"]
+    assert not {"Slice", "Pad", "Gather", "ScatterND"} & set(compact), compact
+    assert compact["Mul"] == 1 and compact["Div"] == 1 and compact["Concat"] == 1, compact  # h copied m times, once
+    count = {form: sum(n for op, n in c.items() if op not in ("Constant", "Identity")) for form, c in ops.items()}
+    assert count["compact"] <= 15
+    assert count["compact"] < count["conv"]
+
+
 def test_use_form_overrides_the_recorded_form():
     layer, x, ref = _case("advection-diffusion", 1, 1, 1, False)
     graphs = {}
-    for form in ("plain", "fused", "conv"):
+    for form in ("plain", "fused", "conv", "compact"):
         with use_form(form), torch.no_grad():
             traced = torch.jit.trace(layer, x, check_trace=False)
         assert _max_diff(traced(x), ref) <= TOL
@@ -157,6 +215,7 @@ def test_use_form_overrides_the_recorded_form():
     assert "aten::batch_norm" in graphs["plain"] and "aten::roll" in graphs["plain"]  # the modules, as written
     assert "aten::batch_norm" not in graphs["fused"] and "aten::addcmul_" in graphs["fused"]  # folded, in place
     assert not {"aten::batch_norm", "aten::roll", "aten::addcmul_"} & graphs["conv"]  # convolutions and products
+    assert "aten::cat" in graphs["compact"] and "aten::cat" not in graphs["conv"]  # h copied once per term
     with pytest.raises(ValueError, match="unknown Global layer form 'onnx'"):
         with use_form("onnx"):  # type: ignore[arg-type]
             pass

@@ -3,8 +3,9 @@ an Optuna release changes any of them.
 
 Public Optuna has no equivalent for these: a study's storage and ids (pdenas runs its own ask/tell loop
 with heartbeats, and writes to trials it does not run), the heartbeat machinery of a storage, the
-system attributes that hold constraints and retry histories, Optuna's non-dominated sort, and the
-hypervolume history behind ``plot_hypervolume_history``.
+system attributes that hold constraints and retry histories, Optuna's non-dominated sort and NSGA-II's
+crowding distance (successive halving ranks a rung's trials with them), and the hypervolume history
+behind ``plot_hypervolume_history``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.study._multi_objective import _is_pareto_front
-from optuna.trial import FrozenTrial
+from optuna.samplers.nsgaii._elite_population_selection_strategy import _calc_crowding_distance
+from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from optuna.visualization._hypervolume_history import _get_hypervolume_history_info
 
 __all__ = [
     "RDB_PRIVATE_METHODS",
     "BaseHeartbeat",
     "backend_of",
+    "crowding_distances",
     "frozen_trial",
     "hypervolume_history_info",
     "is_enqueued",
     "is_heartbeat_enabled",
+    "nondomination_ranks",
     "pareto_flags",
     "retried_trial",
     "retries_so_far",
@@ -134,6 +138,25 @@ def is_enqueued(trial: FrozenTrial) -> bool:
 def pareto_flags(loss: np.ndarray) -> list[bool]:
     """For each row of ``loss`` (points, every column minimised), whether no other row dominates it."""
     return [bool(flag) for flag in _is_pareto_front(np.asarray(loss, dtype=float), assume_unique_lexsorted=False)]
+
+
+def nondomination_ranks(loss: np.ndarray) -> list[int]:
+    """For each row of ``loss`` (points, every column minimised), its front in Optuna's fast non-dominated
+    sort: 0 for the Pareto front, 1 for the front once that is removed, ..."""
+    return [int(rank) for rank in _fast_non_domination_rank(np.asarray(loss, dtype=float))]
+
+
+def crowding_distances(loss: np.ndarray) -> list[float]:
+    """For each row of ``loss``, NSGA-II's crowding distance among all rows (Optuna's: the sum over
+    objectives of the gap between its two neighbours over the objective's range; inf at the ends)."""
+    rows = np.asarray(loss, dtype=float)
+    population = []
+    for number, row in enumerate(rows):
+        trial = create_trial(state=TrialState.COMPLETE, values=[float(v) for v in row])
+        trial.number = number
+        population.append(trial)
+    distances = _calc_crowding_distance(population)
+    return [float(distances[number]) for number in range(len(rows))]
 
 
 def hypervolume_history_info(study: optuna.Study, reference_point: np.ndarray) -> Any:

@@ -34,7 +34,7 @@ def test_every_key_is_documented():
     readme = (ROOT / "search_spaces" / "README.md").read_text()
     space = SearchConfig()
     keys = [k for k in space.to_dict() if k != "source"]
-    for section in ("space", "budget", "stagewise", "constraints", "sampler", "latency"):
+    for section in ("space", "budget", "stagewise", "constraints", "sampler", "halving", "latency"):
         keys += list(getattr(space, section).__dict__)
     keys += list(space.stagewise.recipe.__dict__) + ["step"]
     missing = [k for k in keys if f"`{k}`" not in readme]

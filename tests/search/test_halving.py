@@ -4,6 +4,7 @@ workers sharing rungs, and the ``halving:`` section's one-line errors."""
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
-from pdenas.search import SearchConfig, SearchConfigError, StudyLocation, TrialRecord, open_storage, plan_key
+from pdenas.search import SearchConfig, SearchConfigError, StudyLocation, TrialRecord, open_storage, plan_key, search
 from pdenas.search._halving import Rungs, promote_stopped, rank, rung_images
 from pdenas.search._config import HalvingConfig
 
@@ -227,3 +229,38 @@ def test_an_impossible_first_rung_is_refused_in_one_line(tiny_yaml, tmp_path):
     assert "Traceback" not in output
     lines = [line for line in output.splitlines() if "halving" in line]
     assert len(lines) == 1 and "'halving.min_images' = 100,000 is not below the images the budget trains on (240 = " in lines[0], output
+
+
+def test_a_stopped_trial_is_promoted_by_the_next_search_and_continues_from_its_state(tiny_yaml, tmp_path):
+    """What a user does: search, then search again with more trials. Worse plans reaching the rung later
+    (here added by hand) put a stopped trial back in its rung's top 1/eta; the next search queues it
+    once, and the promoted trial takes over its rungs and continues from the saved training state."""
+    torch.set_num_threads(1)
+    location = StudyLocation(tmp_path / "study")
+    config = SearchConfig.from_yaml(tiny_yaml(trials=6, epochs=2, subset=120, extra=HALVING))
+    search(config, location=location)
+    study = optuna.load_study(study_name=location.study_name, storage=open_storage(location))
+    records = [TrialRecord.from_trial(t) for t in study.get_trials()]
+    stopped = [r for r in records if r.stopped_at is not None and r.stopped_at.rung >= 1]
+    assert stopped, [(r.number, r.state.name, r.rungs) for r in records]
+    target = stopped[0]
+    stop = target.stopped_at
+    state = location.directory / "halving" / f"{hashlib.sha256(plan_key(target.plan).encode()).hexdigest()[:20]}.pt"
+    assert state.is_file()  # the stopped trial's training state, where it stopped
+    for i in range(2 * stop.of + 2):  # worse plans at its rung: zero accuracy and more MACs than any
+        study.add_trial(optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs=TrialRecord.attrs(
+            plan={"synthetic": i}, rungs=[{**stop.__dict__, "score": [0.0, 1e12], "accuracy": 0.0, "go_on": False}])))
+    finished = sum(r.finished for r in map(TrialRecord.from_trial, study.get_trials()))
+    search(config.with_overrides(trials=finished + 3), location=location)
+
+    records = {r.number: r for r in map(TrialRecord.from_trial, study.get_trials())}
+    promotions = [r for r in records.values() if r.promoted_from == target.number]
+    assert len(promotions) == 1
+    promoted = promotions[0]
+    assert promoted.plan == target.plan and promoted.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert promoted.rungs[: len(target.rungs) - 1] == target.rungs[:-1]  # taken over
+    again = promoted.rungs[len(target.rungs) - 1]
+    assert again.rung == stop.rung and again.go_on and again.score == stop.score  # judged again: now in the top 1/eta
+    assert len(promoted.rungs) > len(target.rungs) or promoted.state == TrialState.COMPLETE
+    if promoted.state == TrialState.COMPLETE:  # trained to the end from that state, which is then removed
+        assert promoted.accuracy is not None and not state.exists()

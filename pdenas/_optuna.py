@@ -4,8 +4,9 @@ an Optuna release changes any of them.
 Public Optuna has no equivalent for these: a study's storage and ids (pdenas runs its own ask/tell loop
 with heartbeats, and writes to trials it does not run), the heartbeat machinery of a storage, the
 system attributes that hold constraints and retry histories, Optuna's non-dominated sort and NSGA-II's
-crowding distance (successive halving ranks a rung's trials with them), and the hypervolume history
-behind ``plot_hypervolume_history``.
+crowding distance (successive halving ranks a rung's trials with them), the hypervolume history
+behind ``plot_hypervolume_history``, and GPSampler's model fitting on a chosen set of trials
+(:class:`PlanGPSampler`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState, create_trial
 from optuna.visualization._hypervolume_history import _get_hypervolume_history_info
 
 __all__ = [
+    "PlanGPSampler",
     "RDB_PRIVATE_METHODS",
     "BaseHeartbeat",
     "backend_of",
@@ -157,6 +159,35 @@ def crowding_distances(loss: np.ndarray) -> list[float]:
         population.append(trial)
     distances = _calc_crowding_distance(population)
     return [float(distances[number]) for number in range(len(rows))]
+
+
+class PlanGPSampler(optuna.samplers.GPSampler):
+    """Optuna's GPSampler, modelling only the trials that have parameters. The original model's trial
+    of a pdenas study has none (it is not a plan of the space), and Optuna's GPSampler models the
+    parameters that every completed trial has: with that trial, none, and every plan would be drawn at
+    random. The search space here is the intersection over the completed trials that have parameters
+    (Optuna's public ``intersection_search_space``), and the model is fitted on those that have all of
+    it (GPSampler's ``_sample_relative_impl``, the part of its ``sample_relative`` after it reads the
+    trials)."""
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params]
+        space = optuna.search_space.intersection_search_space(trials)
+        return {name: d for name, d in space.items() if not d.single()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        usable = [t for t in trials if search_space.keys() <= t.params.keys()]
+        completed = [t for t in usable if t.state == TrialState.COMPLETE]
+        running = [t for t in usable if t.state == TrialState.RUNNING]
+        if len(completed) < self._n_startup_trials:
+            return {}
+        import torch
+
+        with torch.device("cpu"):
+            return self._sample_relative_impl(study, completed, running, search_space)
 
 
 def hypervolume_history_info(study: optuna.Study, reference_point: np.ndarray) -> Any:

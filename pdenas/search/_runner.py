@@ -34,7 +34,7 @@ import torch
 from optuna.trial import TrialState
 
 from .. import __version__
-from .._optuna import frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
+from .._optuna import PlanGPSampler, frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
 from .._util import first_line
 from ..cost import LatencyError, check_runtime
 from ._candidate import STAGES_DIR
@@ -91,10 +91,11 @@ def make_sampler(config: SearchConfig, *, worker: int = 0, shared: bool = False,
     with warnings.catch_warnings():  # experimental options of TPE (group) and GP's release notes
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if settings.name == "gp":
-            # log expected hypervolume improvement over the parameters every trial has (the Global-layer
-            # settings of a stage only exist when it has one: those are drawn at random, hence no warning);
-            # categorical choices are one-hot dimensions of its kernel; constraints from trial.set_constraint
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=settings.startup_trials, warn_independent_sampling=False)
+            # log expected hypervolume improvement over the parameters every plan has (the Global-layer
+            # settings of a stage only exist when it has one: those are drawn at random, hence no warning;
+            # the original's trial, which has no parameters, left out); categorical choices are one-hot
+            # dimensions of its kernel; constraints from trial.set_constraint
+            return PlanGPSampler(seed=seed, n_startup_trials=settings.startup_trials, warn_independent_sampling=False)
         # grouped: the Global-layer settings of a stage form their own group, modelled jointly when present
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials, multivariate=True, group=True)
 

@@ -4,7 +4,9 @@ workers sharing rungs, and the ``halving:`` section's one-line errors."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 import multiprocessing
 import os
 import signal
@@ -183,6 +185,11 @@ def test_a_stopped_trials_rungs_survive_kill_9_and_resume(tiny_yaml, tmp_path):
         assert after[number].state == TrialState.PRUNED and after[number].rungs == record.rungs
     assert sum(r.finished for r in after.values()) >= 8
     assert all(r.state != TrialState.RUNNING for r in after.values())
+    rows = {int(row["number"]): row for row in csv.DictReader(open(study_dir / "trials.csv", newline=""))}  # the report's table
+    for number, record in stopped.items():
+        row = rows[number]
+        assert row["state"] == "PRUNED" and row["failure"].startswith("stopped by successive halving at ")
+        assert [entry["go_on"] for entry in json.loads(row[f"user_attrs_{TrialRecord.key('rungs')}"])] == [e.go_on for e in record.rungs]
 
 
 def test_two_workers_share_the_rungs(tiny_yaml, tmp_path):

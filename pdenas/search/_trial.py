@@ -4,8 +4,9 @@ trained original's distilled stages, fine-tune it with the original as teacher a
 A candidate over a constraint is recorded with its costs and not trained. A plan that an earlier
 trial already trained reuses that result. A candidate that diverges or raises is recorded as failed
 with the reason, and the search goes on. With successive halving (``halving:``) a candidate that is not
-good enough at a rung is stopped there and told PRUNED, its rungs recorded (``_halving``). The original model's trial (trial 0) is trained (or, with
-``weights``, scored as it is) and its trained weights kept; every other trial waits for them.
+good enough at a rung is stopped there and told PRUNED, its rungs recorded (``_halving``). The original
+model's trial (trial 0) is trained (or, with ``weights``, scored as it is) and its trained weights kept;
+every other trial waits for them.
 """
 
 from __future__ import annotations

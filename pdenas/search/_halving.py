@@ -42,11 +42,11 @@ from optuna.trial import TrialState
 from .._optuna import crowding_distances, nondomination_ranks
 from ._config import HalvingConfig, SearchConfig
 from ._context import SearchContext, plan_key
-from ._record import RungRecord, StageRecord, TrialRecord
+from ._record import RungRecord, TrialRecord
 from ._storage import setup_lock
 from ._study import StudyLocation
 
-__all__ = ["HALVING_DIR", "Rungs", "Standing", "promote_stopped", "rank", "rung_entries", "rung_images", "stage_loss", "standing", "start_rungs"]
+__all__ = ["HALVING_DIR", "Rungs", "Standing", "promote_stopped", "rank", "rung_entries", "rung_images", "standing", "start_rungs"]
 
 HALVING_DIR = "halving"  # in the study directory: the training state of trials stopped at a rung
 
@@ -214,8 +214,3 @@ def promote_stopped(study: optuna.Study, storage: optuna.storages.BaseStorage, l
                 study.enqueue_trial(by_number[record.number].params, user_attrs=TrialRecord.attrs(promoted_from=record.number))
                 promoted.append(record.number)
     return promoted
-
-
-def stage_loss(stages: dict[str, StageRecord]) -> float:
-    """A plan's rung-0 score: its stages' stage-wise losses summed (an unchanged stage adds 0)."""
-    return float(sum(stage.loss for stage in stages.values()))

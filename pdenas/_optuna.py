@@ -3,8 +3,10 @@ an Optuna release changes any of them.
 
 Public Optuna has no equivalent for these: a study's storage and ids (pdenas runs its own ask/tell loop
 with heartbeats, and writes to trials it does not run), the heartbeat machinery of a storage, the
-system attributes that hold constraints and retry histories, Optuna's non-dominated sort, and the
-hypervolume history behind ``plot_hypervolume_history``.
+system attributes that hold constraints and retry histories, Optuna's non-dominated sort and NSGA-II's
+crowding distance (successive halving ranks a rung's trials with them), the hypervolume history
+behind ``plot_hypervolume_history``, and GPSampler's model fitting on a chosen set of trials
+(:class:`PlanGPSampler`).
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ import numpy as np
 import optuna
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
-from optuna.study._multi_objective import _is_pareto_front
-from optuna.trial import FrozenTrial
+from optuna.samplers.nsgaii._elite_population_selection_strategy import _calc_crowding_distance
+from optuna.study._multi_objective import _fast_non_domination_rank, _is_pareto_front
+from optuna.trial import FrozenTrial, TrialState, create_trial
 from optuna.visualization._hypervolume_history import _get_hypervolume_history_info
 
 __all__ = [
+    "PlanGPSampler",
     "RDB_PRIVATE_METHODS",
     "BaseHeartbeat",
     "backend_of",
+    "crowding_distances",
     "frozen_trial",
     "hypervolume_history_info",
     "is_enqueued",
     "is_heartbeat_enabled",
+    "nondomination_ranks",
     "pareto_flags",
     "retried_trial",
     "retries_so_far",
@@ -134,6 +140,54 @@ def is_enqueued(trial: FrozenTrial) -> bool:
 def pareto_flags(loss: np.ndarray) -> list[bool]:
     """For each row of ``loss`` (points, every column minimised), whether no other row dominates it."""
     return [bool(flag) for flag in _is_pareto_front(np.asarray(loss, dtype=float), assume_unique_lexsorted=False)]
+
+
+def nondomination_ranks(loss: np.ndarray) -> list[int]:
+    """For each row of ``loss`` (points, every column minimised), its front in Optuna's fast non-dominated
+    sort: 0 for the Pareto front, 1 for the front once that is removed, ..."""
+    return [int(rank) for rank in _fast_non_domination_rank(np.asarray(loss, dtype=float))]
+
+
+def crowding_distances(loss: np.ndarray) -> list[float]:
+    """For each row of ``loss``, NSGA-II's crowding distance among all rows (Optuna's: the sum over
+    objectives of the gap between its two neighbours over the objective's range; inf at the ends)."""
+    rows = np.asarray(loss, dtype=float)
+    population = []
+    for number, row in enumerate(rows):
+        trial = create_trial(state=TrialState.COMPLETE, values=[float(v) for v in row])
+        trial.number = number
+        population.append(trial)
+    distances = _calc_crowding_distance(population)
+    return [float(distances[number]) for number in range(len(rows))]
+
+
+class PlanGPSampler(optuna.samplers.GPSampler):
+    """Optuna's GPSampler, modelling only the trials that have parameters. The original model's trial
+    of a pdenas study has none (it is not a plan of the space), and Optuna's GPSampler models the
+    parameters that every completed trial has: with that trial, none, and every plan would be drawn at
+    random. The search space here is the intersection over the completed trials that have parameters
+    (Optuna's public ``intersection_search_space``), and the model is fitted on those that have all of
+    it (GPSampler's ``_sample_relative_impl``, the part of its ``sample_relative`` after it reads the
+    trials)."""
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params]
+        space = optuna.search_space.intersection_search_space(trials)
+        return {name: d for name, d in space.items() if not d.single()}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        usable = [t for t in trials if search_space.keys() <= t.params.keys()]
+        completed = [t for t in usable if t.state == TrialState.COMPLETE]
+        running = [t for t in usable if t.state == TrialState.RUNNING]
+        if len(completed) < self._n_startup_trials:
+            return {}
+        import torch
+
+        with torch.device("cpu"):
+            return self._sample_relative_impl(study, completed, running, search_space)
 
 
 def hypervolume_history_info(study: optuna.Study, reference_point: np.ndarray) -> Any:

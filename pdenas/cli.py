@@ -242,8 +242,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     data = build_report_data(study, importances=False)
     counts = {state.name.lower(): sum(t.state == state for t in data.trials) for state in TrialState}
     target = (StudyRecord.from_study(study, records=[]).config or {}).get("trials", "?")
-    console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + f" (target {target} finished)",
-                  highlight=False, soft_wrap=True)
+    stopped = f"; {data.counts['stopped']} stopped at a rung by successive halving" if data.counts["stopped"] else ""
+    console.print(f"{location.describe()}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + stopped
+                  + f" (target {target} finished)", highlight=False, soft_wrap=True)
     original = data.original
     if original.macs is not None:
         console.print(f"original model: accuracy {fmt.percent(original.accuracy)}, {fmt.count(original.params)} params, "

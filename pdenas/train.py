@@ -5,7 +5,9 @@ SGD with Nesterov momentum (or AdamW), a per-step learning-rate schedule built f
 (linear warm-up then cosine decay, ``SequentialLR``; or ``OneCycleLR``), label smoothing, optional
 knowledge distillation from the original model's logits (Hinton et al., 2015), bfloat16 autocast and
 channels-last memory format for speed. With ``checkpoint=PATH`` the state after every epoch is saved, and
-a rerun with the same arguments continues from the last saved epoch.
+a rerun with the same arguments continues from the last saved epoch. ``until_images=N`` stops after the
+batch that reaches N training images (successive halving's rungs), saving the state there: a later call
+with a larger N, or none, continues exactly where it stopped, as if it had never stopped.
 
 A loss that turns non-finite stops training with :class:`TrainingDiverged`, so a search can record the
 candidate as failed and go on. Before scoring, BatchNorm statistics are recomputed on training images
@@ -151,6 +153,8 @@ class TrainResult:
     final_loss: float  # mean training loss of the last epoch
     precision: str = "fp32"  # what ran: fp32 or bf16
     resumed_from: int = 0  # epochs already done in the checkpoint this call continued
+    images: int | None = None  # training images seen in all (None: not counted, the whole run)
+    finished: bool = True  # False: stopped at ``until_images`` before the last epoch
 
 
 EpochCallback = Callable[[int, int, float], None]  # (epoch done, epochs, mean loss)
@@ -190,6 +194,7 @@ def train_model(
     on_epoch: EpochCallback | None = None,
     epochs: int | None = None,
     checkpoint: str | Path | None = None,
+    until_images: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with ``recipe``, then recalibrate its BatchNorms and evaluate it.
 
@@ -199,7 +204,12 @@ def train_model(
         epochs: overrides ``recipe.epochs`` (the schedule spans these epochs).
         checkpoint: a file for the training state after each epoch; when it exists, training continues
             from it (it must have been written by the same recipe, seed and epochs).
+        until_images: stop after the batch at which this many training images (counted over the whole
+            run, ``epochs`` passes) have been seen; the state there goes to ``checkpoint`` (needed), and
+            the model is then scored. The learning-rate schedule still spans all ``epochs``.
     """
+    if until_images is not None and checkpoint is None:
+        raise TrainRecipeError("train_model(until_images=...) needs a checkpoint file to continue from")
     device = resolve_device(device)
     epochs = recipe.epochs if epochs is None else epochs
     precision = _precision(recipe, device)
@@ -207,33 +217,49 @@ def train_model(
     model.to(device=device)
     with training_layout(model, channels_last=recipe.channels_last, device=device) as memory_format:
         start = time.perf_counter()
-        first, loss_value = _train_epochs(model, data, recipe, device, precision, memory_format, seed=seed,
-                                          teacher=teacher, epochs=epochs, checkpoint=checkpoint, on_epoch=on_epoch)
+        done = _train_epochs(model, data, recipe, device, precision, memory_format, seed=seed, teacher=teacher,
+                             epochs=epochs, checkpoint=checkpoint, on_epoch=on_epoch, until_images=until_images)
         recalibrate_batchnorm(model, data, batch_size=recipe.batch_size, device=device, seed=seed)
     train_time = time.perf_counter() - start
     start = time.perf_counter()
     accuracy = evaluate(model, data, batch_size=max(recipe.batch_size, 256), device=device)
-    return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, loss_value, precision, first)
+    return TrainResult(accuracy, train_time, time.perf_counter() - start, epochs, done.loss, precision, done.first_epoch,
+                       images=done.images, finished=done.finished)
+
+
+@dataclass(frozen=True)
+class _Done:
+    first_epoch: int  # the epoch this call started in (from a checkpoint)
+    loss: float  # mean training loss of the last (partial) epoch run
+    images: int  # training images seen over the whole run
+    finished: bool  # every epoch done
 
 
 def _train_epochs(
     model: nn.Module, data: ImageData, recipe: TrainRecipe, device: torch.device, precision: str,
     memory_format: torch.memory_format, *, seed: int, teacher: nn.Module | None, epochs: int,
-    checkpoint: str | Path | None, on_epoch: EpochCallback | None,
-) -> tuple[int, float]:
-    """The epochs of :func:`train_model` (from a checkpoint's, if any); the first epoch run and the last loss."""
+    checkpoint: str | Path | None, on_epoch: EpochCallback | None, until_images: int | None = None,
+) -> _Done:
+    """The epochs of :func:`train_model` (from a checkpoint's, if any, which may stop inside an epoch)."""
     teacher = teacher.to(device=device, memory_format=memory_format).eval() if teacher is not None and recipe.distillation > 0 else None
-    steps_per_epoch = max(1, math.ceil(len(data.train_y) / recipe.batch_size))
+    per_epoch = len(data.train_y)
+    steps_per_epoch = max(1, math.ceil(per_epoch / recipe.batch_size))
     optimizer = _optimizer(model, recipe)
     scheduler = _scheduler(optimizer, recipe, steps_per_epoch, epochs)
     state = _Checkpoint(Path(checkpoint), recipe, seed, epochs) if checkpoint is not None else None
-    first = state.restore(model, optimizer, scheduler) if state is not None else 0
+    first, skip = state.restore(model, optimizer, scheduler) if state is not None else (0, 0)
+    seen = first * per_epoch + min(skip * recipe.batch_size, per_epoch)
 
     loss_value = state.last_loss if state is not None else float("nan")
     for epoch in range(first, epochs):
+        if until_images is not None and seen >= until_images:
+            return _Done(first, loss_value, seen, False)
         model.train()
         losses: list[Tensor] = []
-        for x, y in data.train_batches(recipe.batch_size, seed=seed + epoch, augment=recipe.augment, device=device):
+        batches = data.train_batches(recipe.batch_size, seed=seed + epoch, augment=recipe.augment, device=device)
+        for step, (x, y) in enumerate(batches):
+            if epoch == first and step < skip:
+                continue  # done before the checkpoint (the batches are drawn again to keep their random state)
             x = x.contiguous(memory_format=memory_format)  # (B, C, H, W)
             with _autocast(device, precision):
                 loss = _loss(model(x), y, x, teacher, recipe)
@@ -246,12 +272,17 @@ def _train_epochs(
             optimizer.step()
             scheduler.step()
             losses.append(loss.detach())
+            seen += int(y.shape[0])
+            if until_images is not None and seen >= until_images and step + 1 < steps_per_epoch:
+                loss_value = float(torch.stack(losses).float().mean())
+                state.save(model, optimizer, scheduler, epoch, loss_value, batch=step + 1)  # type: ignore[union-attr]
+                return _Done(first, loss_value, seen, False)
         loss_value = float(torch.stack(losses).float().mean()) if losses else float("nan")
         if state is not None:
             state.save(model, optimizer, scheduler, epoch + 1, loss_value)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, loss_value)
-    return first, loss_value
+    return _Done(first, loss_value, seen, True)
 
 
 @torch.no_grad()
@@ -357,10 +388,11 @@ class _Checkpoint:
         self.identity = {"recipe": recipe.to_dict(), "seed": seed, "epochs": epochs}
         self.last_loss = float("nan")
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler) -> int:
-        """Load the saved state into the arguments; the epochs already done (0 without a file)."""
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler) -> tuple[int, int]:
+        """Load the saved state into the arguments; the epochs already done and the batches done in the
+        next one ((0, 0) without a file)."""
         if not self.path.is_file():
-            return 0
+            return 0, 0
         try:
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file
@@ -374,12 +406,13 @@ class _Checkpoint:
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["rng"])
         self.last_loss = float(saved["loss"])
-        return int(saved["epoch"])
+        return int(saved["epoch"]), int(saved.get("batch", 0))
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: lr_scheduler.LRScheduler,
-             epoch: int, loss: float) -> None:
+             epoch: int, loss: float, *, batch: int = 0) -> None:
+        """The state after ``epoch`` whole epochs and ``batch`` batches of the next."""
         state = {
-            "identity": self.identity, "epoch": epoch, "loss": loss, "rng": torch.get_rng_state(),
+            "identity": self.identity, "epoch": epoch, "batch": batch, "loss": loss, "rng": torch.get_rng_state(),
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         }
         atomic_write(self.path, lambda tmp: torch.save(state, tmp))

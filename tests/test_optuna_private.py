@@ -113,3 +113,27 @@ def test_hypervolume_history_info():
     assert list(info.trial_numbers) == [0, 1, 2]
     # in the minimisation space: (-0.5, 4) then (-0.8, 2) dominating it, against the reference (0, 5)
     assert list(info.values) == pytest.approx([0.5, 0.8 * 3.0, 0.8 * 3.0])
+
+
+def test_non_dominated_sort_and_crowding_distance():
+    loss = np.array([[1.0, 1.0], [2.0, 2.0], [0.0, 3.0], [3.0, 0.0]])
+    assert private.nondomination_ranks(loss) == [0, 1, 0, 0]
+    front = loss[[0, 2, 3]]  # sorted per objective: the ends are inf, (1, 1) gets (3-0)/3 + (3-0)/3
+    assert private.crowding_distances(front) == [2.0, float("inf"), float("inf")]
+
+
+def test_plan_gp_sampler_models_the_trials_with_parameters(tmp_path):
+    study = optuna.create_study(storage=_sqlite(tmp_path), directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 10.0]))  # like pdenas' original: no parameters
+    for x in range(4):
+        study.add_trial(optuna.trial.create_trial(params={"x": x, "c": "ab"[x % 2]}, values=[x / 4, float(x)],
+                                                  distributions={"x": optuna.distributions.IntDistribution(0, 5),
+                                                                 "c": optuna.distributions.CategoricalDistribution(["a", "b"])}))
+    trial = study.ask()
+    stock = optuna.samplers.GPSampler(seed=0, n_startup_trials=2)
+    assert stock.infer_relative_search_space(study, trial) == {}  # why pdenas needs its own
+    sampler = private.PlanGPSampler(seed=0, n_startup_trials=2)
+    space = sampler.infer_relative_search_space(study, trial)
+    assert set(space) == {"x", "c"}
+    params = sampler.sample_relative(study, trial, space)
+    assert set(params) == {"x", "c"} and 0 <= params["x"] <= 5

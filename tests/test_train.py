@@ -178,3 +178,28 @@ def test_batchnorm_recalibration_matches_the_data(digits):
     torch.testing.assert_close(bn.running_mean, torch.stack([p.mean((0, 2, 3)) for p in pres]).mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.running_var, torch.stack([p.var((0, 2, 3)) for p in pres]).mean(0), rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.1 and model.training and bn.training and not frozen.training
+
+
+def test_stopping_at_image_counts_and_continuing_is_the_uninterrupted_run(digits, tmp_path, one_thread):
+    """Successive halving's rungs: a run stopped after 100 images (inside epoch 1), then after 700 (inside
+    epoch 2), then run to the end, ends with the very weights and score of a run that never stopped."""
+    recipe = TrainRecipe(epochs=3, batch_size=32, lr=0.05)
+    n = len(digits.train_y)  # 400 training images an epoch: 12 batches of 32 and one of 16
+    at_700 = n + math.ceil((700 - n) / 32) * 32  # 720: 10 batches into epoch 2
+    whole = _model()
+    straight = train_model(whole, digits, recipe, seed=3, device="cpu")
+    model, checkpoint = _model(), tmp_path / "rungs.pt"
+    first = train_model(model, digits, recipe, seed=3, device="cpu", checkpoint=checkpoint, until_images=100)
+    assert (first.images, first.finished) == (128, False)  # the batch that reaches 100 images is finished
+    second = train_model(_model(), digits, recipe, seed=3, device="cpu", checkpoint=checkpoint, until_images=700)
+    assert (second.images, second.finished, second.resumed_from) == (at_700, False, 0)
+    again = train_model(_model(), digits, recipe, seed=3, device="cpu", checkpoint=checkpoint, until_images=700)
+    assert again.images == at_700 and again.accuracy == second.accuracy  # nothing left to train up to there
+    resumed = _model()
+    last = train_model(resumed, digits, recipe, seed=3, device="cpu", checkpoint=checkpoint)
+    assert last.finished and last.images == 3 * n and last.resumed_from == 1  # it continued inside epoch 2
+    assert last.accuracy == straight.accuracy and last.final_loss == straight.final_loss
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(TrainRecipeError, match="needs a checkpoint"):
+        train_model(_model(), digits, recipe, seed=3, device="cpu", until_images=100)

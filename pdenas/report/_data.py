@@ -102,16 +102,19 @@ class ReportData:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Trials by outcome: total, complete, feasible, infeasible, failed, other (running, pruned, waiting)."""
+        """Trials by outcome: total, complete, feasible, infeasible, failed, stopped (at a rung by successive
+        halving), other (running, waiting, pruned as not needed)."""
         complete = [t for t in self.trials if t.complete]
         failed = sum(t.state == TrialState.FAIL for t in self.trials)
+        stopped = sum(t.stopped_at is not None for t in self.trials)
         return {
             "total": len(self.trials),
             "complete": len(complete),
             "feasible": sum(t.feasible for t in complete),
             "infeasible": sum(not t.feasible for t in complete),
             "failed": failed,
-            "other": len(self.trials) - len(complete) - failed,
+            "stopped": stopped,
+            "other": len(self.trials) - len(complete) - failed - stopped,
         }
 
     def trial(self, number: int) -> TrialSummary:

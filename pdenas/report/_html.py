@@ -134,6 +134,7 @@ def _summary(data: ReportData) -> str:
     cards = [
         ("trials", f"{counts['total']}"),
         ("complete · failed · infeasible", f"{counts['complete']} · {counts['failed']} · {counts['infeasible']}"),
+        *([("stopped at a rung", f"{counts['stopped']}")] if counts["stopped"] else []),
         ("Pareto set", f"{len(data.pareto)}"),
         ("original accuracy", fmt.percent(original.accuracy)),
         ("original MACs", fmt.count(original.macs)),

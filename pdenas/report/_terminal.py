@@ -38,7 +38,7 @@ def print_pareto(data: ReportData, console: Console | None = None) -> None:
     title = Text(f"Pareto set of {data.model or data.study_name}")  # Text: no rich markup from the study
     summary = (
         f"{counts['total']} trials: {counts['complete']} complete, {counts['failed']} failed, "
-        f"{counts['infeasible']} infeasible"
+        f"{counts['infeasible']} infeasible" + (f", {counts['stopped']} stopped at a rung" if counts["stopped"] else "")
     )
     if not data.pareto:
         console.print(title)

@@ -14,6 +14,7 @@ from ._config import (
     OBJECTIVES,
     Constraints,
     FloatRange,
+    HalvingConfig,
     IntRange,
     LatencyConfig,
     SamplerConfig,
@@ -28,12 +29,13 @@ from ._study import StorageOptions, StudyError, StudyLocation, link_study_dir, o
 from ._storage import StorageUnavailable
 from ._progress import SearchProgress
 from ._defaults import default_space_path
-from ._record import FORMAT_VERSION, OriginalModel, StageRecord, StudyRecord, TrialRecord, pareto_trials
+from ._record import FORMAT_VERSION, OriginalModel, RungRecord, StageRecord, StudyRecord, TrialRecord, pareto_trials
 
 __all__ = [
     "FORMAT_VERSION",
     "ORIGINAL_FILE",
     "Candidate",
+    "RungRecord",
     "StageRecord",
     "StagewiseConfig",
     "TrainedCandidate",
@@ -43,6 +45,7 @@ __all__ = [
     "OBJECTIVES",
     "Constraints",
     "FloatRange",
+    "HalvingConfig",
     "IntRange",
     "LatencyConfig",
     "OriginalModel",

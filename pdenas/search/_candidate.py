@@ -12,7 +12,9 @@ original as teacher, score it (issue 13, items 2-4).
 2. **BatchNorm recalibration and a first score**: the assembled candidate's accuracy before any
    fine-tuning (``initial_accuracy``), what the stage-wise step alone achieved.
 3. **Fine-tuning** end to end on the study's budget, with the original as teacher
-   (``budget.distillation``), then the final score.
+   (``budget.distillation``), then the final score. With successive halving (``halving:``, see
+   ``_halving``) the candidate is judged at each rung on the way (rung 0 by its summed stage losses,
+   before step 2) and training stops where it is not good enough.
 
 The original model's own trial is different: without ``weights`` it is trained from the seeded
 initialisation on the budget (every later candidate compresses what it trained); with ``weights`` it is
@@ -22,8 +24,9 @@ scored as it is, the honest reference for "how much accuracy does compression co
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
@@ -55,13 +58,29 @@ class Candidate:
 @dataclass(frozen=True)
 class TrainedCandidate:
     """A candidate after the trial's training: the model, its training (``result.accuracy`` is the
-    score), the accuracy before fine-tuning (None for the original's trial) and its stages."""
+    score), the accuracy before fine-tuning (None for the original's trial) and its stages.
+    ``stopped``: successive halving stopped it at a rung (``result``: the training up to there, None
+    when it stopped at the stage-wise rung, before fine-tuning)."""
 
     model: nn.Module
-    result: TrainResult
+    result: TrainResult | None
     initial_accuracy: float | None
     stages: dict[str, StageRecord]
     stagewise_time: float | None
+    stopped: bool = False
+
+
+class RungGate(Protocol):
+    """Successive halving's side of a trial's training (``_halving.Rungs``)."""
+
+    checkpoint: Path
+
+    @property
+    def stage_rung_pending(self) -> bool: ...
+
+    def pending(self) -> list[tuple[int, int]]: ...
+
+    def decide(self, rung: int, images: int, *, accuracy: float | None = None, stage_loss: float | None = None) -> bool: ...
 
 
 def prepare_candidate(ctx: SearchContext, plan: CompressionPlan) -> Candidate:
@@ -86,17 +105,33 @@ def prepare_candidate(ctx: SearchContext, plan: CompressionPlan) -> Candidate:
 
 def train_candidate(
     ctx: SearchContext, plan: CompressionPlan, *, reference: bool = False, on_epoch: EpochCallback | None = None,
+    rungs: RungGate | None = None,
 ) -> TrainedCandidate:
-    """The trial's training of ``plan`` (see the module docstring); ``reference``: the original's trial."""
+    """The trial's training of ``plan`` (see the module docstring); ``reference``: the original's trial;
+    ``rungs``: successive halving's rungs, judged on the way (training continues from, and stops into,
+    ``rungs.checkpoint``)."""
     config, budget = ctx.config, ctx.config.budget
     if reference:
         return _train_original(ctx, plan, on_epoch)
     candidate = prepare_candidate(ctx, plan)
+    stages = candidate.stages
+    if rungs is not None and rungs.stage_rung_pending and stages:
+        if not rungs.decide(0, 0, stage_loss=float(sum(stage.loss for stage in stages.values()))):
+            return TrainedCandidate(candidate.model, None, None, stages, candidate.stagewise_time, stopped=True)
     recalibrate_batchnorm(candidate.model, ctx.data, batch_size=budget.batch_size, device=ctx.device, seed=config.seed)
     initial = evaluate(candidate.model, ctx.data, batch_size=max(budget.batch_size, 256), device=ctx.device)
     teacher = ctx.base_model if budget.distillation > 0 else None
-    result = train_model(candidate.model, ctx.data, budget, seed=config.seed, device=ctx.device, teacher=teacher, on_epoch=on_epoch)
-    return TrainedCandidate(candidate.model, result, initial, candidate.stages, candidate.stagewise_time)
+    checkpoint = None if rungs is None else rungs.checkpoint
+    for rung, images in [] if rungs is None else rungs.pending():
+        result = train_model(candidate.model, ctx.data, budget, seed=config.seed, device=ctx.device, teacher=teacher,
+                             on_epoch=on_epoch, checkpoint=checkpoint, until_images=images)
+        if not rungs.decide(rung, result.images or images, accuracy=result.accuracy):  # type: ignore[union-attr]
+            return TrainedCandidate(candidate.model, result, initial, stages, candidate.stagewise_time, stopped=True)
+    result = train_model(candidate.model, ctx.data, budget, seed=config.seed, device=ctx.device, teacher=teacher,
+                         on_epoch=on_epoch, checkpoint=checkpoint)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)  # trained to the end: nothing will continue it
+    return TrainedCandidate(candidate.model, result, initial, stages, candidate.stagewise_time)
 
 
 def _train_original(ctx: SearchContext, plan: CompressionPlan, on_epoch: EpochCallback | None) -> TrainedCandidate:

@@ -30,6 +30,7 @@ __all__ = [
     "OBJECTIVES",
     "Constraints",
     "FloatRange",
+    "HalvingConfig",
     "IntRange",
     "LatencyConfig",
     "SamplerConfig",
@@ -37,6 +38,7 @@ __all__ = [
     "SearchConfigError",
     "SearchSpace",
     "StagewiseConfig",
+    "check_halving",
 ]
 
 # the objectives a search may optimise, with their directions
@@ -101,11 +103,32 @@ class Constraints:
     max_params: float | None = None
 
 
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = "tpe"  # tpe | nsga2 | random
+    """The ``sampler:`` section: which Optuna sampler proposes plans (:func:`pdenas.search.make_sampler`)."""
+
+    name: str = "tpe"  # tpe (multivariate, grouped) | nsga2 | gp (Optuna's GPSampler: log EHVI) | random
     seed: int | None = None  # None: the search seed
-    startup_trials: int = 8  # TPE's random start
+    startup_trials: int = 8  # random plans before TPE's or GP's model is used
+    population: int = 50  # NSGA-II's population size
+
+
+@dataclass(frozen=True)
+class HalvingConfig:
+    """The ``halving:`` section: multi-objective asynchronous successive halving (MO-ASHA, Schmucker et
+    al. 2021) over the images a candidate is fine-tuned on. Rung k is reached after
+    ``min_images * eta**k`` images (rungs below the full budget); there a trial goes on only while the
+    rung's trials rank it in their top 1/eta by non-dominated sorting (ties within a front by crowding
+    distance). ``stage_rung``: rung 0 before any fine-tuning, scored by the plan's summed stage-wise
+    distillation losses (with the stage-wise step). Off by default."""
+
+    enabled: bool = False
+    min_images: int = 2_000  # r_min: the first training rung
+    eta: float = 3.0  # reduction factor: a rung keeps the top 1/eta
+    stage_rung: bool = True  # rung 0 from the stage-wise losses (when ``stagewise.enabled``)
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,7 @@ class SearchConfig:
     objectives: list[str] = field(default_factory=lambda: ["accuracy", "macs"])
     constraints: Constraints = field(default_factory=Constraints)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    halving: HalvingConfig = field(default_factory=HalvingConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     source: str | None = None  # the YAML file it was read from
 
@@ -359,14 +383,35 @@ def _validate(config: SearchConfig) -> None:
         value = getattr(config.constraints, key)
         if value is not None and not value > 0:
             fail(f"'constraints.{key}' must be > 0 (absolute, or a fraction in (0, 1] of the original), got {value}")
-    if config.sampler.name not in ("tpe", "nsga2", "random"):
-        fail(f"'sampler.name' must be tpe, nsga2 or random, got {config.sampler.name!r}")
+    if config.sampler.name not in SAMPLERS:
+        close = difflib.get_close_matches(str(config.sampler.name), SAMPLERS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        fail(f"'sampler.name' must be {', '.join(SAMPLERS[:-1])} or {SAMPLERS[-1]}, got {config.sampler.name!r}{hint}")
+    if config.sampler.population < 2:
+        fail(f"'sampler.population' must be >= 2 (NSGA-II's population), got {config.sampler.population}")
+    if config.halving.min_images < 1:
+        fail(f"'halving.min_images' must be >= 1 (images trained on before the first rung), got {config.halving.min_images}")
+    if not (math.isfinite(config.halving.eta) and config.halving.eta > 1):
+        fail(f"'halving.eta' must be a number > 1 (each rung keeps the top 1/eta), got {config.halving.eta}")
     if config.latency.runtime not in RUNTIMES:
         fail(f"'latency.runtime' must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {config.latency.runtime!r}")
     if config.latency.batch_size < 1:
         fail(f"'latency.batch_size' must be >= 1, got {config.latency.batch_size}")
     if config.latency.threads is not None and config.latency.threads < 1:
         fail(f"'latency.threads' must be >= 1 (or null: the worker's torch threads), got {config.latency.threads}")
+
+
+def check_halving(config: SearchConfig, full: int) -> None:
+    """Refuse a ``halving:`` section that cannot work, in one line naming the key."""
+    if not config.halving.enabled:
+        return
+    if "accuracy" not in config.objectives:
+        raise SearchConfigError("'halving.enabled' needs 'accuracy' among the objectives: without it no rung has anything to rank")
+    if config.halving.min_images >= full:
+        raise SearchConfigError(
+            f"'halving.min_images' = {config.halving.min_images:,} is not below the images the budget trains on "
+            f"({full:,} = budget.epochs x training images): no rung fits; lower it"
+        )
 
 
 def _validate_step(value: FloatRange, key: str) -> None:

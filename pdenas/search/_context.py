@@ -19,7 +19,7 @@ from ..data import load_dataset
 from ..distill import StageFeatures
 from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
 from ..train import resolve_device
-from ._config import SearchConfig, SearchConfigError
+from ._config import SearchConfig, SearchConfigError, check_halving
 from ._study import StudyLocation
 from ._suggest import select_stages
 
@@ -77,6 +77,7 @@ def build_context(config: SearchConfig, *, location: StudyLocation | None = None
         location=location, stage_macs=stage_macs(model, stages, example), trained=config.weights is not None,
     )
     _check_budget_possible(ctx)
+    check_halving(config, config.budget.epochs * len(data.train_y))
     return ctx
 
 

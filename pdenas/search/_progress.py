@@ -91,6 +91,11 @@ class SearchProgress:
             )
         elif kind == "fail":
             self._print(f"trial {number} failed: {info.get('reason')}")
+        elif kind == "pruned":
+            self._print(f"trial {number} {info.get('reason')} | {info['record'].plan_text}")
+        elif kind == "promoted":
+            numbers = ", ".join(map(str, info["trials"]))
+            self._print(f"trial(s) {numbers}: now in their rung's top 1/eta; queued to continue (successive halving)")
         elif kind == "stages":
             self._print(f"trial {number} stage-wise: {stage_summary(info['stages'])}; accuracy before fine-tuning "
                         f"{fmt.percent(info.get('initial_accuracy'))}")
@@ -137,14 +142,17 @@ class SearchProgress:
         """The header, the running trials with their epochs, and the Pareto set so far."""
         assert self._study is not None
         trials = self._study.get_trials(deepcopy=False)
-        done = sum(t.state == TrialState.COMPLETE for t in trials)
+        records = [TrialRecord.from_trial(t) for t in trials]
+        done = sum(r.finished for r in records)
+        stopped = sum(r.stopped_at is not None for r in records)
         failed = sum(t.state == TrialState.FAIL for t in trials)
-        header = Text.assemble(("pdenas search ", "bold"), f"{done}/{self.total} trials finished, {failed} failed, {self._elapsed()}")
+        halted = f" ({stopped} stopped at a rung)" if stopped else ""
+        header = Text.assemble(("pdenas search ", "bold"), f"{done}/{self.total} trials finished{halted}, {failed} failed, {self._elapsed()}")
         running = Table(title="running", title_justify="left", expand=True, show_edge=False)
         running.add_column("trial", justify="right", width=6)
         running.add_column("plan", ratio=3)
         running.add_column("epoch", ratio=1)
-        for record in map(TrialRecord.from_trial, trials):
+        for record in records:
             if record.state != TrialState.RUNNING:
                 continue
             epoch, epochs = record.progress or (0, 0)

@@ -39,7 +39,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..surgery import CompressionPlan, PlanError, StagePlan
 from ._config import SearchConfig, StagewiseConfig
 
-__all__ = ["FORMAT_VERSION", "OriginalModel", "StageRecord", "StudyRecord", "TrialRecord", "pareto_trials"]
+__all__ = ["FORMAT_VERSION", "OriginalModel", "RungRecord", "StageRecord", "StudyRecord", "TrialRecord", "pareto_trials"]
 
 FORMAT_VERSION = 1
 
@@ -101,6 +101,13 @@ def _stage_map(value: Any) -> dict[str, StageRecord] | None:
         return None
     decoded = {str(k): StageRecord.from_dict(v) for k, v in value.items()}
     return None if any(v is None for v in decoded.values()) else decoded  # type: ignore[return-value]
+
+
+def _rung_list(value: Any) -> tuple[RungRecord, ...] | None:
+    if not isinstance(value, (list, tuple)):
+        return None
+    decoded = tuple(RungRecord.from_dict(v) for v in value)
+    return None if any(v is None for v in decoded) else decoded  # type: ignore[return-value]
 
 
 def _recorded(key: str, decode: Callable[[Any], Any], default: Any = None) -> Any:
@@ -173,6 +180,36 @@ class StageRecord:
 
 
 @dataclass(frozen=True)
+class RungRecord:
+    """One rung of successive halving a trial reached (:mod:`pdenas.search._halving`). Rung 0 is the
+    stage-wise rung (``images`` 0: no fine-tuning yet), scored by ``stage_loss``, the plan's summed
+    stage-wise losses; rung k >= 1 comes after ``images`` training images, scored by ``accuracy`` there.
+    ``score``: what the rung ranks, every entry minimised (the summed loss or minus the accuracy, then
+    the costs among the objectives); ``position``: its place among the ``of`` trials at the rung when
+    it got there (0 best); ``go_on``: whether it went on training (False: stopped here)."""
+
+    rung: int
+    images: int
+    score: tuple[float, ...]
+    go_on: bool
+    position: int
+    of: int
+    accuracy: float | None = None
+    stage_loss: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "RungRecord | None":
+        if not isinstance(data, Mapping):
+            return None
+        rung, images, position, of = (_integer(data.get(k)) for k in ("rung", "images", "position", "of"))
+        score, go_on = data.get("score"), _flag(data.get("go_on"))
+        if None in (rung, images, position, of, go_on) or not isinstance(score, (list, tuple)) or any(_number(v) is None for v in score):
+            return None
+        return cls(rung=rung, images=images, score=tuple(float(v) for v in score), go_on=go_on, position=position,  # type: ignore[arg-type]
+                   of=of, accuracy=_number(data.get("accuracy")), stage_loss=_number(data.get("stage_loss")))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """One trial of a pdenas study; None where a quantity was not recorded.
 
@@ -215,6 +252,8 @@ class TrialRecord:
     initial_accuracy: float | None = _recorded("initial_accuracy", _number)  # assembled, BN recalibrated, before fine-tuning
     stagewise_time: float | None = _recorded("stagewise_time", _number)  # seconds: stage features + variants + assembly
     weights_fingerprint: str | None = _recorded("weights_fingerprint", _text)  # the original's trial: its trained weights
+    rungs: tuple[RungRecord, ...] | None = _recorded("rungs", _rung_list)  # successive halving: the rungs it reached
+    promoted_from: int | None = _recorded("promoted_from", _integer)  # the trial stopped at a rung that this one continues
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial | optuna.Trial) -> "TrialRecord":
@@ -274,18 +313,31 @@ class TrialRecord:
         return _KEYS[name]
 
     def retry_attrs(self) -> dict[str, Any]:
-        """The user attributes of a trial that re-runs this one: what it retries, and whether it is the original."""
-        return TrialRecord.attrs(retry_of=self.number, reference=True if self.reference else None)
+        """The user attributes of a trial that re-runs this one: what it retries, whether it is the original,
+        the stopped trial it continues."""
+        return TrialRecord.attrs(retry_of=self.number, reference=True if self.reference else None, promoted_from=self.promoted_from)
 
     def requeue_attrs(self) -> dict[str, Any]:
         """The user attributes of this (queued) trial put back in the queue: what defines it, not its results."""
-        return TrialRecord.attrs(retry_of=self.retry_of, reference=True if self.reference else None)
+        return TrialRecord.attrs(retry_of=self.retry_of, reference=True if self.reference else None, promoted_from=self.promoted_from)
 
     # ---- reading
 
     @property
     def complete(self) -> bool:
         return self.state == TrialState.COMPLETE
+
+    @property
+    def stopped_at(self) -> RungRecord | None:
+        """The rung successive halving stopped this (pruned) trial at; None when it was not stopped."""
+        if self.state != TrialState.PRUNED or not self.rungs or self.rungs[-1].go_on:
+            return None
+        return self.rungs[-1]
+
+    @property
+    def finished(self) -> bool:
+        """Counts towards the study's trial target: completed, or stopped at a rung."""
+        return self.complete or self.stopped_at is not None
 
     def measured(self, name: str) -> float | None:
         """The recorded quantity behind an objective or cost: accuracy, macs, params, latency, conv_macs."""

@@ -34,10 +34,11 @@ import torch
 from optuna.trial import TrialState
 
 from .. import __version__
-from .._optuna import frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
+from .._optuna import PlanGPSampler, frozen_trial, is_enqueued, is_heartbeat_enabled, retried_trial, storage_of, trial_id, without_constraints
 from .._util import first_line
 from ..cost import LatencyError, check_runtime
 from ._candidate import STAGES_DIR
+from ._halving import HALVING_DIR, promote_stopped
 from ._context import SearchContext, build_context
 from ._original import OriginalUnavailable, check_original_kept
 from ._record import StudyRecord, TrialRecord
@@ -82,11 +83,21 @@ def make_sampler(config: SearchConfig, *, worker: int = 0, shared: bool = False,
     if shared:
         seed = (seed + zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())) % 2**31
     seed %= 2**32  # numpy's range
-    if config.sampler.name == "random":
+    settings = config.sampler
+    if settings.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if config.sampler.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=config.sampler.startup_trials, multivariate=True)
+    if settings.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=settings.population)
+    with warnings.catch_warnings():  # experimental options of TPE (group) and GP's release notes
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.name == "gp":
+            # log expected hypervolume improvement over the parameters every plan has (the Global-layer
+            # settings of a stage only exist when it has one: those are drawn at random, hence no warning;
+            # the original's trial, which has no parameters, left out); categorical choices are one-hot
+            # dimensions of its kernel; constraints from trial.set_constraint
+            return PlanGPSampler(seed=seed, n_startup_trials=settings.startup_trials, warn_independent_sampling=False)
+        # grouped: the Global-layer settings of a stage form their own group, modelled jointly when present
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.startup_trials, multivariate=True, group=True)
 
 
 def create_or_load_study(
@@ -139,13 +150,14 @@ def recover_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStora
 
 
 def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    """Trials that count towards the target: completed, or stopped at a rung by successive halving."""
+    return sum(TrialRecord.from_trial(t).finished for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def _progress(study: optuna.Study, *, before: int | None = None) -> tuple[int, int]:
-    """(completed trials, trials running in live workers; with ``before``, only those numbered below it)."""
+    """(finished trials, trials running in live workers; with ``before``, only those numbered below it)."""
     trials = study.get_trials(deepcopy=False)
-    done = sum(t.state == TrialState.COMPLETE for t in trials)
+    done = sum(t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and TrialRecord.from_trial(t).finished) for t in trials)
     running = sum(t.state == TrialState.RUNNING and (before is None or t.number < before) and _alive(t, study) for t in trials)
     return done, running
 
@@ -228,6 +240,10 @@ def run_worker(
             time.sleep(WAIT_POLL)
             continue
         waiting = False
+        if config.halving.enabled:  # a stopped trial now in its rung's top 1/eta goes before a new plan
+            promoted = promote_stopped(study, storage, location, config.halving.eta)
+            if promoted:
+                emit("promoted", {"trials": promoted})
         trial = _ask(study)
         with heartbeat(study, trial_id(trial)):
             if _surplus(study, trial.number, config.trials):  # another worker asked at the same moment
@@ -244,6 +260,7 @@ class TrialOutcomeCounts:
     completed: int = 0
     failed: int = 0
     taken_over: int = 0  # trials declared stale by another worker while this one ran them
+    stopped_at_rung: int = 0  # trials successive halving stopped (told PRUNED)
     stopped: str | None = None  # why the worker stopped before the target (too many failures)
 
 
@@ -294,6 +311,11 @@ def _run_one(
             study.tell(trial, state=TrialState.FAIL)
             counts.failed += 1
             emit("fail", {"trial": trial.number, "reason": outcome.failure})
+        elif outcome.state == TrialState.PRUNED:  # stopped at a rung (successive halving): its rungs are recorded
+            study.tell(trial, state=TrialState.PRUNED)
+            counts.stopped_at_rung += 1
+            emit("pruned", {"trial": trial.number, "reason": outcome.failure,
+                            "record": TrialRecord.from_trial(frozen_trial(study, trial))})
         else:
             study.tell(trial, values=outcome.values)
             counts.completed += 1
@@ -369,11 +391,11 @@ def _remove_partial_files(location: StudyLocation) -> list[str]:
     """Temporary files of distilled stage variants left by a process killed while writing one (call only
     while holding the directory's lock: no one else writes then). They were never entries; removing them
     only frees the disk."""
-    folder = location.directory / STAGES_DIR
-    partial = sorted(folder.glob(".*.tmp*")) if folder.is_dir() else []
+    partial = [path for folder in (location.directory / STAGES_DIR, location.directory / HALVING_DIR) if folder.is_dir()
+               for path in sorted(folder.glob(".*.tmp*"))]
     for path in partial:
         path.unlink(missing_ok=True)
-    return [f"removed {len(partial)} partial stage variant file(s) left by a process that died while writing"] if partial else []
+    return [f"removed {len(partial)} partial stage variant or training state file(s) left by a process that died while writing"] if partial else []
 
 
 def _worker_main(location: StudyLocation, config: SearchConfig, worker: int, threads: int) -> None:

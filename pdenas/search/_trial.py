@@ -3,8 +3,10 @@ trained original's distilled stages, fine-tune it with the original as teacher a
 
 A candidate over a constraint is recorded with its costs and not trained. A plan that an earlier
 trial already trained reuses that result. A candidate that diverges or raises is recorded as failed
-with the reason, and the search goes on. The original model's trial (trial 0) is trained (or, with
-``weights``, scored as it is) and its trained weights kept; every other trial waits for them.
+with the reason, and the search goes on. With successive halving (``halving:``) a candidate that is not
+good enough at a rung is stopped there and told PRUNED, its rungs recorded (``_halving``). The original
+model's trial (trial 0) is trained (or, with ``weights``, scored as it is) and its trained weights kept;
+every other trial waits for them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from optuna.trial import TrialState
 
 from ..cost import Latency, measure_latency, profile
 from ..surgery import CompressionPlan
+from .._optuna import storage_of
 from ._candidate import train_candidate
+from ._halving import start_rungs
 from ._context import SearchContext, build_candidate, plan_key
 from ._original import keep_original, use_trained_original
 from ._record import TrialRecord
@@ -71,17 +75,30 @@ def run_trial(
         )
         return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, earlier.accuracy, cost, latency_ms))
 
+    rungs = None
+    if config.halving.enabled and not reference:
+        rungs = start_rungs(study, trial, ctx, key, _costs(config.objectives, cost, latency_ms), storage_of(study))
+        if rungs.reached and not rungs.reached[-1].go_on and not rungs.rejudge():  # an earlier trial of the plan stopped there
+            TrialRecord.write(trial, failure=rungs.failure(), wall_time=time.perf_counter() - start)
+            return TrialOutcome(TrialState.PRUNED, None, rungs.failure())
     if not reference:  # every candidate compresses the trained original
         use_trained_original(ctx, study, wait=True,
                              on_wait=lambda original: emit("original_wait", {"trial": trial.number, "original": original.number,
                                                                       "worker": original.worker}))
-    trained = train_candidate(ctx, plan, reference=reference, on_epoch=on_epoch)
+    trained = train_candidate(ctx, plan, reference=reference, on_epoch=on_epoch, rungs=rungs)
     if trained.stages:
         TrialRecord.write(trial, stages=trained.stages, stagewise_time=trained.stagewise_time)
         emit("stages", {"trial": trial.number, "stages": trained.stages, "initial_accuracy": trained.initial_accuracy})
     if reference and config.weights is None:
         TrialRecord.write(trial, weights_fingerprint=keep_original(ctx, trained.model, study=study, number=trial.number))
     result = trained.result
+    if trained.stopped or result is None:
+        assert rungs is not None
+        TrialRecord.write(
+            trial, failure=rungs.failure(), initial_accuracy=trained.initial_accuracy, wall_time=time.perf_counter() - start,
+            train_time=None if result is None else result.train_time,
+        )
+        return TrialOutcome(TrialState.PRUNED, None, rungs.failure())
     TrialRecord.write(
         trial, accuracy=result.accuracy, initial_accuracy=trained.initial_accuracy, train_time=result.train_time,
         eval_time=result.eval_time, epochs=result.epochs, wall_time=time.perf_counter() - start,
@@ -108,6 +125,12 @@ def _measure_latency(trial: optuna.Trial, ctx: SearchContext, candidate: Any) ->
 def _values(objectives: list[str], accuracy: float, cost: Any, latency_ms: float | None) -> list[float]:
     by_name = {"accuracy": accuracy, "macs": float(cost.macs), "params": float(cost.params), "latency": latency_ms}
     return [float(by_name[name]) for name in objectives]
+
+
+def _costs(objectives: list[str], cost: Any, latency_ms: float | None) -> tuple[float, ...]:
+    """The objectives other than accuracy, each minimised: what a rung ranks beside the accuracy or loss."""
+    by_name = {"macs": float(cost.macs), "params": float(cost.params), "latency": latency_ms}
+    return tuple(float(by_name[name]) for name in objectives if name != "accuracy")  # type: ignore[arg-type]
 
 
 def _set_constraints(trial: optuna.Trial, ctx: SearchContext, macs: int, params: int) -> bool:

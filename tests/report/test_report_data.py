@@ -101,7 +101,7 @@ def test_original_costs_fall_back_to_the_study_attribute(study_builder, tiny_cos
 
 def test_counts_and_failures(search_data: ReportData) -> None:
     data = search_data
-    assert data.counts == {"total": 30, "complete": 27, "feasible": 26, "infeasible": 1, "failed": 2, "other": 1}
+    assert data.counts == {"total": 30, "complete": 27, "feasible": 26, "infeasible": 1, "failed": 2, "stopped": 0, "other": 1}
     failed = [t for t in data.trials if t.state == TrialState.FAIL]
     assert failed[0].failure.startswith("training diverged")
     reused = [t for t in data.trials if t.reused_from is not None]

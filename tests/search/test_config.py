@@ -34,7 +34,7 @@ def test_every_key_is_documented():
     readme = (ROOT / "search_spaces" / "README.md").read_text()
     space = SearchConfig()
     keys = [k for k in space.to_dict() if k != "source"]
-    for section in ("space", "budget", "stagewise", "constraints", "sampler", "latency"):
+    for section in ("space", "budget", "stagewise", "constraints", "sampler", "halving", "latency"):
         keys += list(getattr(space, section).__dict__)
     keys += list(space.stagewise.recipe.__dict__) + ["step"]
     missing = [k for k in keys if f"`{k}`" not in readme]
@@ -59,7 +59,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("space:\n  keep: [4, 2]\n", "'space.keep' is an empty range"),
         ("space:\n  diffusion: []\n", "'space.diffusion' is an empty list"),
         ("objectives: [accuracy, macz]\n", "unknown objective 'macz' (did you mean 'macs'?)"),
-        ("sampler:\n  name: cmaes\n", "'sampler.name' must be tpe, nsga2 or random"),
+        ("sampler:\n  name: cmaes\n", "'sampler.name' must be tpe, nsga2, gp or random"),
         ("budget:\n  distillation: 1.5\n", "'budget.distillation' must lie in [0, 1], got 1.5"),
         ("space:\n  dt: {low: 0.1, high: 0.4, step: 0.1, log: true}\n", "'space.dt.step' needs log: false"),
         ("space:\n  dt: {low: 0.1, high: 0.4, step: 0.25}\n", "'space.dt.step' = 0.25 does not divide high - low = 0.3"),

@@ -301,3 +301,31 @@ def test_unreachable_server_is_one_line_without_the_password(tiny_yaml, tmp_path
     rc = cli.main(["report", "--storage", url, "--study-name", "x", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert rc == 2 and SECRET not in err and "postgresql://someone:***@127.0.0.1:1/nowhere" in err
+
+
+def test_two_workers_share_successive_halving_rungs_on_the_server(postgres_server, tiny_yaml, tmp_path):
+    """Successive halving across machines (issue 15): the rungs live in the study on the server and each
+    decision is made under a PostgreSQL advisory lock, so every plan's first arrival at a rung saw all
+    the earlier ones, from either worker (counts 'of n' 1, 2, 3, ... without a repeat), and no stopped
+    trial is promoted twice."""
+    url = postgres_server.create_database("halving")
+    config = tiny_yaml(trials=8, subset=120, extra="halving:\n  enabled: true\n  min_images: 60\n  eta: 2\n")
+    procs = [start_worker(config, url, "halving", tmp_path / f"w{i}") for i in range(2)]
+    finish(procs)
+    for i, proc in enumerate(procs):
+        assert proc.returncode == 0, output(tmp_path / f"w{i}")
+    study = load(url, "halving")
+    records = sorted(map(record, study.trials), key=lambda r: r.number)
+    assert sum(r.finished for r in records) >= 8 and not any(r.state == TrialState.RUNNING for r in records)
+    stopped = [r for r in records if r.stopped_at is not None]
+    assert stopped and len({r.worker for r in records if r.rungs}) == 2
+    first = {}
+    for r in records:
+        if r.rungs and r.plan is not None:
+            first.setdefault(plan_key(r.plan), r)
+    for rung in (0, 1):
+        seen = sorted(e.of for r in first.values() for e in (r.rungs or ()) if e.rung == rung)
+        assert seen == list(range(1, len(seen) + 1)), (rung, seen)
+    promoted = [r.promoted_from for r in records if r.promoted_from is not None]
+    assert len(promoted) == len(set(promoted))
+    report_counts("two_workers_halving", study, 8)

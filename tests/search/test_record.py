@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from pdenas.report import build_report_data, open_study
 from pdenas.search import (
     FORMAT_VERSION,
+    RungRecord,
     SearchConfig,
     StageRecord,
     StudyLocation,
@@ -52,6 +53,9 @@ def _sample(name: str, hint: typing.Any, index: int) -> typing.Any:
                                       initial_loss=0.5, reused=True, train_time=1.0)}
     if hint == tuple[int, int]:
         return (3, 4)
+    if name == "rungs":
+        return (RungRecord(rung=0, images=0, score=(3.5, 1e6), go_on=True, position=0, of=1, stage_loss=3.5),
+                RungRecord(rung=1, images=2048, score=(-0.5, 1e6), go_on=False, position=3, of=4, accuracy=0.5))
     raise AssertionError(f"add a sample value for TrialRecord.{name} ({hint}) to this test")
 
 

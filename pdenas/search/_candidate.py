@@ -12,7 +12,11 @@ original as teacher, score it (issue 13, items 2-4).
 2. **BatchNorm recalibration and a first score**: the assembled candidate's accuracy before any
    fine-tuning (``initial_accuracy``), what the stage-wise step alone achieved.
 3. **Fine-tuning** end to end on the study's budget, with the original as teacher
-   (``budget.distillation``), then the final score. With successive halving (``halving:``, see
+   (``budget.distillation``), then the final score. A trial never scores below its assembled candidate:
+   when fine-tuning lowers the validation accuracy (a short budget on few images can undo what the
+   stage-wise step reached: on CIFAR-10, 82.8 % assembled fell to 77.2 % after 2 epochs on 5,000 images),
+   the assembled weights are kept and the trial says so (``fine_tuning_discarded``), as keeping the best
+   checkpoint would. With successive halving (``halving:``, see
    ``_halving``) the candidate is judged at each rung on the way (rung 0 by its summed stage losses,
    before step 2) and training stops where it is not good enough.
 
@@ -68,6 +72,7 @@ class TrainedCandidate:
     stages: dict[str, StageRecord]
     stagewise_time: float | None
     stopped: bool = False
+    fine_tuning_discarded: bool = False  # fine-tuning lowered the accuracy: the assembled weights were kept
 
 
 class RungGate(Protocol):
@@ -120,6 +125,7 @@ def train_candidate(
             return TrainedCandidate(candidate.model, None, None, stages, candidate.stagewise_time, stopped=True)
     recalibrate_batchnorm(candidate.model, ctx.data, batch_size=budget.batch_size, device=ctx.device, seed=config.seed)
     initial = evaluate(candidate.model, ctx.data, batch_size=max(budget.batch_size, 256), device=ctx.device)
+    assembled = {name: value.detach().clone() for name, value in candidate.model.state_dict().items()}
     teacher = ctx.base_model if budget.distillation > 0 else None
     checkpoint = None if rungs is None else rungs.checkpoint
     for rung, images in [] if rungs is None else rungs.pending():
@@ -131,6 +137,10 @@ def train_candidate(
                          on_epoch=on_epoch, checkpoint=checkpoint)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)  # trained to the end: nothing will continue it
+    if result.accuracy < initial:  # fine-tuning made it worse: keep what the assembly scored
+        candidate.model.load_state_dict(assembled)
+        return TrainedCandidate(candidate.model, replace(result, accuracy=initial), initial, stages, candidate.stagewise_time,
+                                fine_tuning_discarded=True)
     return TrainedCandidate(candidate.model, result, initial, stages, candidate.stagewise_time)
 
 

@@ -250,6 +250,7 @@ class TrialRecord:
     progress: tuple[int, int] | None = _recorded("progress", _pair)  # (epochs done, epochs) while training
     stages: dict[str, StageRecord] | None = _recorded("stages", _stage_map)  # per distilled stage, forward order
     initial_accuracy: float | None = _recorded("initial_accuracy", _number)  # assembled, BN recalibrated, before fine-tuning
+    fine_tuning_discarded: bool = _recorded("fine_tuning_discarded", _flag, False)  # fine-tuning lowered the accuracy: assembled weights kept
     stagewise_time: float | None = _recorded("stagewise_time", _number)  # seconds: stage features + variants + assembly
     weights_fingerprint: str | None = _recorded("weights_fingerprint", _text)  # the original's trial: its trained weights
     rungs: tuple[RungRecord, ...] | None = _recorded("rungs", _rung_list)  # successive halving: the rungs it reached

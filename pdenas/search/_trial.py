@@ -72,6 +72,7 @@ def run_trial(
             trial, accuracy=earlier.accuracy, train_time=earlier.train_time, eval_time=earlier.eval_time,
             epochs=earlier.epochs, reused_from=earlier.number, initial_accuracy=earlier.initial_accuracy,
             stages=earlier.stages, wall_time=time.perf_counter() - start,
+            fine_tuning_discarded=earlier.fine_tuning_discarded or None,
         )
         return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, earlier.accuracy, cost, latency_ms))
 
@@ -102,6 +103,7 @@ def run_trial(
     TrialRecord.write(
         trial, accuracy=result.accuracy, initial_accuracy=trained.initial_accuracy, train_time=result.train_time,
         eval_time=result.eval_time, epochs=result.epochs, wall_time=time.perf_counter() - start,
+        fine_tuning_discarded=trained.fine_tuning_discarded or None,
     )
     return TrialOutcome(TrialState.COMPLETE, _values(config.objectives, result.accuracy, cost, latency_ms))
 

@@ -15,14 +15,21 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
+import yaml
 from optuna.trial import TrialState
 
 from pdenas import create_model, load_weights
+from pdenas.data import load_dataset
+from pdenas.surgery import CompressionPlan, StagePlan
+from pdenas.train import TrainRecipe, evaluate, train_model
 from pdenas.export._trial import _legend
 from pdenas.distill import model_fingerprint
 from pdenas.export import export_trial
 from pdenas.report import build_report_data
-from pdenas.search import ORIGINAL_FILE, SearchConfig, StudyLocation, TrialRecord, create_or_load_study, open_storage
+from pdenas.search import (
+    ORIGINAL_FILE, SearchConfig, StudyLocation, TrialRecord, build_context, create_or_load_study, open_storage, train_candidate,
+)
 
 from .conftest import pdenas_cmd, run_pdenas
 
@@ -152,6 +159,27 @@ def test_given_weights_are_scored_as_they_are(study_dir, tmp_path):
     assert candidate.complete and candidate.stages and candidate.initial_accuracy is not None
     exported = export_trial(directory, trial=candidate.number, out=tmp_path / "exported")
     assert "trial 0, the given weights as they are)" in _legend(exported)[0]  # not "trained N epochs"
+
+
+def test_a_trial_keeps_its_assembled_weights_when_fine_tuning_makes_it_worse(study_dir, tmp_path, one_thread):
+    """Fine-tuning at a learning rate of 3 wrecks an assembled candidate of a trained original: the trial then
+    scores, and keeps, what the assembly scored, and says so; the module's trials (lr 0.05) never score below it."""
+    torch.manual_seed(0)
+    original = create_model("resnet_tiny", in_channels=1)
+    data = load_dataset("digits", seed=0, val_fraction=0.2, subset=400)
+    train_model(original, data, TrainRecipe(epochs=6, batch_size=32, lr=0.05), seed=0, device="cpu")
+    torch.save(original.state_dict(), tmp_path / "original.pt")
+    raw = yaml.safe_load(stagewise_yaml(tmp_path, trials=2, stages="[layer4]").read_text())
+    raw.update(weights=str(tmp_path / "original.pt"))
+    raw["budget"].update(lr=3.0, subset=400)
+    ctx = build_context(SearchConfig.from_dict(raw), location=StudyLocation(tmp_path / "s"))
+    plan = CompressionPlan({"layer4": StagePlan(1)})
+    trained = train_candidate(ctx, plan)
+    assert trained.initial_accuracy > 0.2  # well above chance (0.1): worth keeping
+    assert trained.fine_tuning_discarded and trained.result.accuracy == trained.initial_accuracy
+    assert evaluate(trained.model, ctx.data, device="cpu") == trained.initial_accuracy  # the assembled weights, back
+    kept = [record(t) for t in load(study_dir).trials[1:]]
+    assert all(t.accuracy >= t.initial_accuracy for t in kept if t.reused_from is None)
 
 
 def test_stagewise_disabled_fine_tunes_the_compressed_original(tmp_path):

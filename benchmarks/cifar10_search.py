@@ -224,7 +224,8 @@ class Bench:
     def retrain_front(self, name: str, study_dir: Path) -> list[Row]:
         data = build_report_data(open_study(study_dir), study_dir=study_dir, importances=False)
         chosen = spread([t for t in data.pareto if not t.reference], self.budget.max_retrain)
-        paper = [t for t in data.trials if t.plan_text == self.paper_plan_text() and t not in chosen]
+        paper_text = self.paper_plan_text()
+        paper = [t for t in data.trials if t.plan_text == paper_text and t not in chosen]
         rows = []
         for trial in [*chosen, *paper[:1]]:
             out = self.work / "retrain" / f"{name}-trial{trial.number}"
@@ -234,7 +235,7 @@ class Bench:
                 model = pdenas.load_compressed(out / "model.pt")
                 (out / "result.json").write_text(json.dumps({"heldout_accuracy": self.heldout(model)}))
             saved = json.loads((out / "result.json").read_text())
-            label = "the paper's plan" if trial.plan_text == self.paper_plan_text() else f"trial {trial.number}"
+            label = "the paper's plan" if trial.plan_text == paper_text else f"trial {trial.number}"
             rows.append(Row(name, label, str((out / "model.pt").relative_to(self.work)), trial.plan_text, int(trial.macs),
                             int(trial.conv_macs), int(trial.params), trial.accuracy, saved["heldout_accuracy"]))
         if name == "global":

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 import pdenas
+from pdenas.export import ModelCard, Preprocessing
 from pdenas.train import TrainRecipe, evaluate, train_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -91,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             "mean": list(data.mean), "std": list(data.std),
         },
         "classes": list(data.classes),
+        # what pdenas evaluate / load_exported read: how to feed the model, its classes, cost and accuracy
+        "model_card": ModelCard(
+            classes=tuple(data.classes), preprocessing=Preprocessing.from_data(data), model=MODEL, cost=cost,
+            dataset="CIFAR-10 (benchmarks/cifar10_data.py search split)", accuracy=result.accuracy,
+        ).to_dict(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     pdenas.save_compressed(args.out, model, plan=plan, model_spec=MODEL, input_size=data.input_size,

@@ -12,8 +12,8 @@ natively (``--precision``), channels-last.
 
 Resumable: the training state is saved after every epoch in the work folder; rerunning the same command
 continues from the last epoch. The model is saved with ``pdenas.save_compressed`` and the identity plan, with
-its held-out accuracy, the recipe, the command and the preprocessing (input size, channel order, mean, std,
-class names) in its metadata, and is recorded in ``benchmarks/models/MANIFEST.json``.
+its held-out accuracy, the recipe, the command and its model card (``pdenas.export.ModelCard``: input size,
+channel order, mean, std, class names) in its metadata, and is recorded in ``benchmarks/models/MANIFEST.json``.
 """
 
 from __future__ import annotations
@@ -87,12 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "precision_used": result.precision,
         "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "preprocessing": {
-            "input_size": list(data.input_size), "channel_order": "RGB", "scale": "pixel / 255",
-            "mean": list(data.mean), "std": list(data.std),
-        },
-        "classes": list(data.classes),
-        # what pdenas evaluate / load_exported read: how to feed the model, its classes, cost and accuracy
+        # how to feed the model (input size, channel order, scale, mean, std), its classes, cost and accuracy,
+        # as pdenas export writes it: what pdenas evaluate and load_exported read
         "model_card": ModelCard(
             classes=tuple(data.classes), preprocessing=Preprocessing.from_data(data), model=MODEL, cost=cost,
             dataset="CIFAR-10 (benchmarks/cifar10_data.py search split)", accuracy=result.accuracy,

@@ -56,6 +56,15 @@ def _whole(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _whole_or_all(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return _whole(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1 or 'all', got {text!r}") from None
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -295,7 +304,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import ExportError, export_trial, parse_formats
 
     try:
-        export_trial(Path(args.dir), trial=args.trial, epochs=args.epochs, out=args.out,
+        export_trial(Path(args.dir), trial=args.trial, epochs=args.epochs, subset=args.subset, out=args.out,
                      formats=parse_formats(args.format), device=args.device, runtime=args.runtime, console=console)
     except ExportError as err:
         raise CliError(str(err)) from None
@@ -389,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "point nearest the ideal corner once both axes are normalised)")
     p.add_argument("--epochs", type=_whole(0), default=0,
                    help="epochs of further training after the search's budget, with a fresh cosine schedule (default 0)")
+    p.add_argument("--subset", type=_whole_or_all, metavar="N|all",
+                   help="the training images of those epochs: N of the study's training split, or all of it (default: "
+                   "the search's budget.subset); the validation split stays the search's")
     p.add_argument("--out", help="the checkpoint's path (*.pt; the other files get its stem) or a folder "
                    "(default DIR/export/trial-N/model.pt)")
     p.add_argument("--format", action="append", default=[], metavar="FORMAT",

@@ -15,6 +15,7 @@ from optuna.trial import TrialState, create_trial
 import pdenas
 import pdenas.export._formats as export_formats
 from pdenas.cli import main
+from pdenas.data import load_dataset
 from pdenas.export import CARD_KEY, TOLERANCE, ExportError, ModelCard, evaluate_model, export_trial, parse_formats
 from pdenas.report import open_study, select_trial
 from pdenas.search import SearchConfig, StudyLocation, create_or_load_study, search
@@ -121,6 +122,33 @@ def test_export_more_epochs_trains_further_and_records_it(study_dir, tmp_path):
     meta = pdenas.load_compressed(tmp_path / "tuned.pt").pdenas_metadata
     assert meta["epochs"] == 2 and meta["budget_epochs"] == 1 and meta["fine_tune_epochs"] == 1
     assert meta["retrained_accuracy"] == result.retrained_accuracy
+
+
+def test_export_further_epochs_on_the_whole_training_split(study_dir, tmp_path):
+    """--subset all: the further epochs train on every image of the study's training split, not the search's
+    240, with the search's validation split and normalisation (the card's)."""
+    trial = _candidate(study_dir)
+    config = StudyRecord.from_study(open_study(study_dir)).search_config()
+    full = load_dataset("digits", seed=config.seed, val_fraction=config.budget.val_fraction)
+    searched = load_dataset("digits", seed=config.seed, val_fraction=config.budget.val_fraction, subset=240)
+    assert len(full.train_y) > 240
+    result = export_trial(study_dir, trial=trial.number, epochs=1, subset="all", out=tmp_path / "all.pt")
+    meta = pdenas.load_compressed(tmp_path / "all.pt").pdenas_metadata
+    assert result.fine_tune_images == meta["fine_tune_images"] == len(full.train_y)
+    assert result.card.preprocessing.mean == pytest.approx(searched.mean)
+    assert result.card.preprocessing.mean != pytest.approx(full.mean)
+    tuned = export_trial(study_dir, trial=trial.number, epochs=1, subset=100, out=tmp_path / "hundred.pt")
+    assert tuned.fine_tune_images == 100
+    assert export_trial(study_dir, trial=trial.number, epochs=1, out=tmp_path / "default.pt").fine_tune_images == 240
+
+
+def test_cli_export_subset_needs_epochs_and_a_count(study_dir, capsys):
+    assert main(["export", str(study_dir), "--subset", "all"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--subset sets the images of the further training: give --epochs N" in err
+    with pytest.raises(SystemExit):
+        main(["export", str(study_dir), "--epochs", "1", "--subset", "most"])
+    assert "argument --subset: must be a whole number >= 1 or 'all', got 'most'" in capsys.readouterr().err
 
 
 def test_cli_export_knee_to_onnx(study_dir, capsys):

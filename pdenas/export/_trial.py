@@ -62,7 +62,7 @@ from ..search import (
 from ..surgery import CompressionPlan, PlanError, load_compressed, save_compressed
 from ..distill import DistillError
 from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
-from ..data import ImageData
+from ..data import DataError, ImageData, load_dataset
 from ._card import ModelCard, Preprocessing
 from ._errors import ExportError
 from ._formats import (
@@ -116,6 +116,7 @@ class ExportResult:
     epochs: int  # epochs trained in total: the search's budget + fine_tune_epochs
     fine_tune_epochs: int
     max_abs_diff: dict[str, float]
+    fine_tune_images: int = 0  # training images of the further epochs (0: none were run)
     tolerance: float = TOLERANCE
     onnx_exporter: str | None = None  # "torchscript" (dynamo=False) or "dynamo"
     onnx_runtime: str | None = None  # "onnxruntime X.Y" or "onnx.reference"
@@ -153,6 +154,7 @@ def export_trial(
     *,
     trial: str | int = "pareto:knee",
     epochs: int = 0,
+    subset: int | str | None = None,
     out: str | Path | None = None,
     formats: str | Iterable[str] = ("pt",),
     device: str = "auto",
@@ -164,6 +166,9 @@ def export_trial(
     Args:
         trial: a trial number, or ``pareto:best-accuracy`` / ``pareto:smallest`` / ``pareto:knee``.
         epochs: epochs of further training after the search's budget (0: the budget only).
+        subset: the training images of those epochs: None, the search's (its ``budget.subset``); a number,
+            that many of the study's training split (stratified, seeded like the search's); ``"all"``, every
+            one. The validation split and the normalisation stay the search's.
         out: the checkpoint's path (``*.pt``; the other files get its stem) or a directory
             (``DIR/model.pt``, ...); default ``STUDY_DIR/export/trial-N/model.pt``.
         formats: any of ``pt``, ``torchscript``, ``onnx``, ``aoti``; ``pt`` is always written.
@@ -181,6 +186,7 @@ def export_trial(
     check_formats(formats)  # before any work: training takes minutes, a missing package is known now
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ExportError(f"--epochs must be a whole number >= 0, got {epochs!r}")
+    _check_subset(subset, epochs)
     train_device = _device(device)
     source = _source(Path(study_dir), trial, train_device)
     runtime = runtime or source.config.latency.runtime
@@ -192,7 +198,8 @@ def export_trial(
     say(f"exporting trial {source.trial.number} of {source.study_dir}: {source.plan_text}")
 
     ctx = _rebuild(source)
-    candidate, first, final = _train(ctx, source, epochs, train_device, say)
+    tune_data = _fine_tune_data(ctx, source.config, subset)
+    candidate, first, final = _train(ctx, source, epochs, tune_data, train_device, say)
     cost = profile(candidate, ctx.input_size)
     notes = []
     if source.trial.macs is not None and source.trial.macs != cost.macs:
@@ -207,6 +214,7 @@ def export_trial(
         model=source.config.model, cost=cost, dataset=source.config.dataset, accuracy=final.accuracy, latency=measured,
     )
     metadata = _metadata(source, cost, measured.median_ms, first.accuracy, final.accuracy, epochs, original)
+    metadata["fine_tune_images"] = len(tune_data.train_y) if epochs else 0
     save_compressed(paths["pt"], model, plan=source.plan, model_spec=source.config.model, input_size=ctx.input_size,
                     num_classes=ctx.num_classes, metadata={**metadata, "model_card": card.to_dict()})
     checks = _write_and_check(model, ctx.data, formats, paths, card.file_metadata(), say,
@@ -218,6 +226,7 @@ def export_trial(
         conv_macs=cost.conv_macs, params=cost.params, latency_ms=measured.median_ms, original=original,
         search_accuracy=source.trial.accuracy, retrained_accuracy=first.accuracy,
         epochs=source.config.budget.epochs + epochs, fine_tune_epochs=epochs, max_abs_diff=checks.diffs,
+        fine_tune_images=metadata["fine_tune_images"],
         onnx_exporter=checks.onnx_exporter, onnx_runtime=checks.onnx_runtime, check_images=checks.images,
         study_dir=source.study_dir, device=str(train_device), notes=notes, model=model, latency=measured, card=card,
     )
@@ -291,10 +300,34 @@ def _rebuild(source: _Source) -> SearchContext:
     return ctx
 
 
+def _check_subset(subset: int | str | None, epochs: int) -> None:
+    if subset is None:
+        return
+    if not (subset == "all" or (isinstance(subset, int) and not isinstance(subset, bool) and subset >= 1)):
+        raise ExportError(f"--subset must be a whole number >= 1 or 'all', got {subset!r}")
+    if epochs == 0:
+        raise ExportError("--subset sets the images of the further training: give --epochs N (N >= 1) with it")
+
+
+def _fine_tune_data(ctx: SearchContext, config: SearchConfig, subset: int | str | None) -> ImageData:
+    """The images the further epochs train on: the search's, or ``subset`` of the same training split
+    ("all": every image), with the search's validation split and normalisation (what the model's card says)."""
+    if subset is None:
+        return ctx.data
+    budget = config.budget
+    try:
+        data = load_dataset(config.dataset, seed=config.seed, val_fraction=budget.val_fraction,
+                            subset=None if subset == "all" else subset, image_size=config.image_size)
+    except (DataError, OSError) as err:
+        raise ExportError(f"--subset {subset}: {first_line(err)}") from None
+    return dataclasses.replace(data, mean=ctx.data.mean, std=ctx.data.std)
+
+
 def _train(
-    ctx: SearchContext, source: _Source, epochs: int, device: torch.device, say: Callable[[str], None]
+    ctx: SearchContext, source: _Source, epochs: int, tune_data: ImageData, device: torch.device, say: Callable[[str], None]
 ) -> tuple[nn.Module, TrainResult, TrainResult]:
-    """The trial's candidate trained as the search did (repeating the trial), then ``epochs`` more with a fresh schedule."""
+    """The trial's candidate trained as the search did (repeating the trial), then ``epochs`` more on
+    ``tune_data`` with a fresh schedule."""
     config = source.config
     budget = config.budget
     if config.stagewise.enabled and not source.trial.reference:
@@ -313,8 +346,8 @@ def _train(
         return candidate, first, first
     teacher = ctx.base_model if budget.distillation > 0 else None
     try:
-        say(f"training {_epochs(epochs)} more (fresh optimizer and learning-rate schedule)")
-        final = train_model(candidate, ctx.data, budget, seed=config.seed + budget.epochs, device=device,
+        say(f"training {_epochs(epochs)} more on {len(tune_data.train_y):,} images (fresh optimizer and learning-rate schedule)")
+        final = train_model(candidate, tune_data, budget, seed=config.seed + budget.epochs, device=device,
                             teacher=teacher, on_epoch=_epoch_printer(say), epochs=epochs)
     except (TrainingDiverged, FloatingPointError) as err:
         raise ExportError(f"training trial {source.trial.number}'s candidate diverged: {first_line(err)}") from None

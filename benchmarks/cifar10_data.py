@@ -79,3 +79,17 @@ def record_model(entry: dict[str, Any]) -> None:
     manifest["models"] = models
     MANIFEST.parent.mkdir(parents=True, exist_ok=True)
     MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def forget_compressed_models() -> list[str]:
+    """Remove every compressed model (not the original) from ``benchmarks/models/`` and its manifest: the
+    models of an earlier run, which a new run replaces (they may come from another original)."""
+    if not MANIFEST.is_file():
+        return []
+    manifest = json.loads(MANIFEST.read_text())
+    gone = [m["file"] for m in manifest["models"] if not m.get("original", False)]
+    for name in gone:
+        (MODELS / name).unlink(missing_ok=True)
+    manifest["models"] = [m for m in manifest["models"] if m.get("original", False)]
+    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    return gone

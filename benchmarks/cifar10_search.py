@@ -376,8 +376,10 @@ class Bench:
         return self._original
 
     def heldout(self, model: torch.nn.Module) -> float:
-        if self._heldout is None:
-            self._heldout = holdout_view(self.search_dir, self.holdout_dir, subset=self.budget.subset)
+        if self._heldout is None:  # normalised as the original was trained (its card), as the searches feed it
+            pre = self.original().pdenas_metadata["model_card"]["preprocessing"]
+            view = holdout_view(self.search_dir, self.holdout_dir, subset=self.budget.subset)
+            self._heldout = dataclasses.replace(view, mean=tuple(pre["mean"]), std=tuple(pre["std"]))
         return evaluate(model, self._heldout, device="cpu")
 
 

@@ -25,7 +25,10 @@ from torch import nn
 from ._util import first_line
 from .zoo import create_model, list_models
 
-__all__ = ["ModelSpecError", "WeightsError", "build_model", "load_weights", "describe_key_mismatch", "read_tensor_file"]
+__all__ = [
+    "ModelSpecError", "WeightsError", "build_model", "load_weights", "describe_key_mismatch", "read_tensor_file",
+    "weights_normalization",
+]
 
 _Pair = tuple[int, int]
 _Padding = Union[str, tuple[int, int]]
@@ -93,6 +96,18 @@ def load_weights(model: nn.Module, path: str | Path, *, strict: bool = True) -> 
         raise WeightsError(f"--weights {path} does not fit the model: {problem}")
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def weights_normalization(path: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) from the model card of a ``pdenas.save_compressed`` checkpoint at ``path`` (what the
+    model was trained on); None for a plain state dict or a checkpoint without a card."""
+    loaded = read_tensor_file(Path(path), WeightsError, missing=f"--weights: no file at {path}", prefix="--weights: ")
+    metadata = loaded.get("metadata") if _is_compressed(loaded) else None
+    card = metadata.get("model_card") if isinstance(metadata, Mapping) else None
+    pre = card.get("preprocessing") if isinstance(card, Mapping) else None
+    if not isinstance(pre, Mapping) or "mean" not in pre or "std" not in pre:
+        return None
+    return tuple(float(v) for v in pre["mean"]), tuple(float(v) for v in pre["std"])
 
 
 def describe_key_mismatch(missing: Iterable[str], unexpected: Iterable[str]) -> str:

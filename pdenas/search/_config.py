@@ -33,6 +33,7 @@ __all__ = [
     "HalvingConfig",
     "IntRange",
     "LatencyConfig",
+    "Normalization",
     "SamplerConfig",
     "SearchConfig",
     "SearchConfigError",
@@ -96,6 +97,17 @@ class StagewiseConfig:
 
 
 @dataclass(frozen=True)
+class Normalization:
+    """The ``normalize:`` section: the per-channel mean and std (of pixel values scaled to [0, 1]) the
+    original model was trained with, so that the search feeds it what it learned on. Without it: those
+    of the ``weights`` file's model card (a checkpoint of ``pdenas.save_compressed`` or ``pdenas export``),
+    else the training split's own statistics."""
+
+    mean: list[float]
+    std: list[float]
+
+
+@dataclass(frozen=True)
 class Constraints:
     """Upper bounds; a number > 1 is absolute, a number in (0, 1] a fraction of the original model's."""
 
@@ -150,6 +162,7 @@ class SearchConfig:
     dataset: str = "digits"
     image_size: int | None = None
     num_classes: int | None = None  # None: from the dataset
+    normalize: Normalization | None = None  # None: the weights' model card, else the training split's statistics
     trials: int = 20
     seed: int = 0
     device: str = "auto"
@@ -275,6 +288,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         args = get_args(hint)
         if value is None and type(None) in args:
             return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # X or null, and not null: X's own message says what is wrong
+            return _convert(options[0], value, key)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -347,6 +363,9 @@ def _validate(config: SearchConfig) -> None:
         fail(f"'device' must be auto, cpu or cuda, got {config.device!r}")
     if config.image_size is not None and config.image_size < 4:
         fail(f"'image_size' must be >= 4, got {config.image_size}")
+    norm = config.normalize
+    if norm is not None and (len(norm.mean) != len(norm.std) or not all(s > 0 and math.isfinite(s) for s in norm.std)):
+        fail(f"'normalize' needs one mean and one std > 0 per image channel, got mean {norm.mean}, std {norm.std}")
     if isinstance(space.stages, str) and space.stages != "all":
         fail(f"'space.stages' must be 'all' or a list of stage names, got {space.stages!r}")
     if space.keep.low < 1:

@@ -5,6 +5,7 @@ seed and the plan only (so ``pdenas export`` rebuilds the very candidate the sea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ import torch
 from torch import nn
 
 from ..cost import Cost, macs_by_module, profile
-from ..data import load_dataset
+from .._model_spec import weights_normalization
+from ..data import ImageData, load_dataset
 from ..distill import StageFeatures
 from ..surgery import CompressionPlan, Stage, build_model, compress, find_stages, load_weights
 from ..train import resolve_device
@@ -64,6 +66,7 @@ def build_context(config: SearchConfig, *, location: StudyLocation | None = None
     data = load_dataset(
         config.dataset, seed=config.seed, val_fraction=budget.val_fraction, subset=budget.subset, image_size=config.image_size
     )
+    data = normalized_as_the_original(data, config)
     num_classes = config.num_classes or data.num_classes
     input_size = tuple(data.input_size)
     model = build_base(config, num_classes=num_classes, in_channels=input_size[0])
@@ -79,6 +82,25 @@ def build_context(config: SearchConfig, *, location: StudyLocation | None = None
     _check_budget_possible(ctx)
     check_halving(config, config.budget.epochs * len(data.train_y))
     return ctx
+
+
+def normalized_as_the_original(data: ImageData, config: SearchConfig) -> ImageData:
+    """``data`` with the mean and std the original was trained with: ``normalize:``, else the model card of
+    the ``weights`` checkpoint, else the training split's own (a model trained elsewhere on other statistics
+    would otherwise see shifted inputs, and lose accuracy before any compression)."""
+    if config.normalize is not None:
+        stats, source = (tuple(config.normalize.mean), tuple(config.normalize.std)), "'normalize'"
+    elif config.weights:
+        stats, source = weights_normalization(config.weights), f"the model card of {config.weights}"
+    else:
+        stats = None
+    if stats is None:
+        return data
+    channels = data.input_size[0]
+    if len(stats[0]) != channels:
+        raise SearchConfigError(f"{source} gives a mean and std for {len(stats[0])} channel(s), but the dataset's images "
+                                f"have {channels}: give one per channel (normalize: {{mean: [...], std: [...]}})")
+    return dataclasses.replace(data, mean=stats[0], std=stats[1])
 
 
 def build_base(config: SearchConfig, *, num_classes: int, in_channels: int) -> nn.Module:

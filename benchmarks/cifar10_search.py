@@ -459,11 +459,9 @@ def results_markdown(bench: Bench, studies: dict[str, Path], rows: list[Row], cl
          f"{original.heldout_accuracy:.2%} on the 5,000 held-out images. Each search: {b.trials} trials (TPE, "
          f"{b.startup_trials} random first), stage-wise distillation on {b.stage_images:,} feature images "
          f"({b.stage_epochs} epoch(s) per variant), each candidate fine-tuned {b.epochs} epoch(s) on {b.subset:,} images "
-         f"(SGD lr {b.lr:g}, cosine, the original as teacher at weight {DISTILLATION}). The searches' Pareto models and "
-         f"Torch-Pruning's then get {b.deploy_epochs} more epoch(s) on all {bench.train_images:,} training images (fresh "
-         f"schedule, the original as teacher: `pdenas export --epochs {b.deploy_epochs} --subset all`, what a user gives "
-         f"the model they ship); the ablation's fixed plans {b.retrain_epochs} more on the search's {b.subset:,}. Every "
-         "model is scored on the held-out images. Latency: ONNX Runtime, batch 1, 2 threads, 5 interleaved rounds, medians."),
+         f"(SGD lr {b.lr:g}, cosine, the original as teacher at weight {DISTILLATION}). " + retraining_words(b, bench.train_images)
+         + " Every model is scored on the held-out images. Latency: ONNX Runtime, batch 1, 2 threads, 5 interleaved "
+         "rounds, medians."),
         "",
         "### Pareto models of the Global-layer search (and the paper's plan), retrained",
         "",
@@ -506,6 +504,17 @@ def results_markdown(bench: Bench, studies: dict[str, Path], rows: list[Row], cl
                       StudyRecord.from_study(open_study(studies["global"])).original)
     lines += [f"- {c.stage}, keep {c.keep}: {c.verdict}" for c in view.choices] or [f"- {view.reason}"]
     return "\n".join(lines) + "\n"
+
+
+def retraining_words(b: Budget, train_images: int) -> str:
+    if b.deploy_epochs:
+        deploy = (f"The searches' Pareto models and Torch-Pruning's then get {b.deploy_epochs} more epoch(s) on all "
+                  f"{train_images:,} training images (fresh schedule, the original as teacher: `pdenas export --epochs "
+                  f"{b.deploy_epochs} --subset all`, what a user gives the model they ship)")
+    else:
+        deploy = "The searches' Pareto models and Torch-Pruning's get no further training in this budget"
+    ablation = f"{b.retrain_epochs} more on the search's {b.subset:,} images" if b.retrain_epochs else "no further training"
+    return f"{deploy}; the ablation's fixed plans get {ablation}."
 
 
 def row_table(rows: list[Row], original: Row) -> list[str]:

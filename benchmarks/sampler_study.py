@@ -157,7 +157,9 @@ def base_space(args: argparse.Namespace, budget: Budget, work: Path) -> dict:
     search_dir, _ = split_archive(args.archive, work)
     space = yaml.safe_load((ROOT / "search_spaces" / "cifar10-resnet.yaml").read_text())
     space.update(model="resnet32", dataset=str(search_dir), weights=str(args.weights.resolve()), device="cpu", trials=10_000)
-    space["budget"].update(subset=budget.subset, epochs=budget.epochs, lr=0.05)
+    # the fine-tuning rate cifar10_search.py uses: higher rates undo what the stage-wise step reached
+    # (at 0.02, two epochs on 5,000 images lost 1-11 points of it)
+    space["budget"].update(subset=budget.subset, epochs=budget.epochs, lr=0.005)
     space["sampler"] = {"startup_trials": budget.startup_trials, "population": budget.population}
     space["halving"] = {"min_images": budget.min_images, "eta": budget.eta}
     return space

@@ -57,7 +57,7 @@ import pdenas
 from pdenas.cost import measure_latency
 from pdenas.nn import GlobalLayerConfig
 from pdenas.report import build_report_data, open_study, stage_view
-from pdenas.search import SearchConfig, StudyLocation, StudyRecord, TrialRecord, build_context, train_candidate
+from pdenas.search import SearchConfig, StudyLocation, StudyRecord, TrialRecord, build_context, train_candidate, training_images
 from pdenas.surgery import CompressionPlan, StagePlan
 from pdenas.train import evaluate, train_model
 
@@ -332,15 +332,10 @@ class Bench:
         epochs = self.budget.deploy_epochs if deploy else self.budget.retrain_epochs
         if epochs == 0:
             return model.cpu().eval()
-        data = self._all_training_images(ctx) if deploy else ctx.data
+        data = training_images(ctx, None) if deploy else ctx.data
         teacher = ctx.base_model if budget.distillation > 0 else None
         train_model(model, data, budget, seed=ctx.config.seed + budget.epochs, device="cpu", teacher=teacher, epochs=epochs)
         return model.cpu().eval()
-
-    def _all_training_images(self, ctx: Any) -> Any:
-        """The search's training split without its subset, normalised as the search's data (as ``--subset all``)."""
-        every = search_data(self.search_dir)
-        return dataclasses.replace(every, mean=ctx.data.mean, std=ctx.data.std)
 
     # ---------------------------------------------------------------------------------------- peer
     def peers(self) -> list[Row]:

@@ -57,12 +57,13 @@ from ..search import (
     TrialRecord,
     build_context,
     train_candidate,
+    training_images,
     use_trained_original,
 )
 from ..surgery import CompressionPlan, PlanError, load_compressed, save_compressed
 from ..distill import DistillError
 from ..train import TrainingDiverged, TrainResult, resolve_device, train_model
-from ..data import DataError, ImageData, load_dataset
+from ..data import DataError, ImageData
 from ._card import ModelCard, Preprocessing
 from ._errors import ExportError
 from ._formats import (
@@ -198,7 +199,8 @@ def export_trial(
     say(f"exporting trial {source.trial.number} of {source.study_dir}: {source.plan_text}")
 
     ctx = _rebuild(source)
-    tune_data = _fine_tune_data(ctx, source.config, subset)
+    tune_data = _fine_tune_data(ctx, subset)
+    fine_tune_images = len(tune_data.train_y) if epochs else 0
     candidate, first, final = _train(ctx, source, epochs, tune_data, train_device, say)
     cost = profile(candidate, ctx.input_size)
     notes = []
@@ -214,7 +216,7 @@ def export_trial(
         model=source.config.model, cost=cost, dataset=source.config.dataset, accuracy=final.accuracy, latency=measured,
     )
     metadata = _metadata(source, cost, measured.median_ms, first.accuracy, final.accuracy, epochs, original)
-    metadata["fine_tune_images"] = len(tune_data.train_y) if epochs else 0
+    metadata["fine_tune_images"] = fine_tune_images
     save_compressed(paths["pt"], model, plan=source.plan, model_spec=source.config.model, input_size=ctx.input_size,
                     num_classes=ctx.num_classes, metadata={**metadata, "model_card": card.to_dict()})
     checks = _write_and_check(model, ctx.data, formats, paths, card.file_metadata(), say,
@@ -226,7 +228,7 @@ def export_trial(
         conv_macs=cost.conv_macs, params=cost.params, latency_ms=measured.median_ms, original=original,
         search_accuracy=source.trial.accuracy, retrained_accuracy=first.accuracy,
         epochs=source.config.budget.epochs + epochs, fine_tune_epochs=epochs, max_abs_diff=checks.diffs,
-        fine_tune_images=metadata["fine_tune_images"],
+        fine_tune_images=fine_tune_images,
         onnx_exporter=checks.onnx_exporter, onnx_runtime=checks.onnx_runtime, check_images=checks.images,
         study_dir=source.study_dir, device=str(train_device), notes=notes, model=model, latency=measured, card=card,
     )
@@ -309,18 +311,15 @@ def _check_subset(subset: int | str | None, epochs: int) -> None:
         raise ExportError("--subset sets the images of the further training: give --epochs N (N >= 1) with it")
 
 
-def _fine_tune_data(ctx: SearchContext, config: SearchConfig, subset: int | str | None) -> ImageData:
+def _fine_tune_data(ctx: SearchContext, subset: int | str | None) -> ImageData:
     """The images the further epochs train on: the search's, or ``subset`` of the same training split
-    ("all": every image), with the search's validation split and normalisation (what the model's card says)."""
+    ("all": every image; :func:`pdenas.search.training_images`)."""
     if subset is None:
         return ctx.data
-    budget = config.budget
     try:
-        data = load_dataset(config.dataset, seed=config.seed, val_fraction=budget.val_fraction,
-                            subset=None if subset == "all" else subset, image_size=config.image_size)
+        return training_images(ctx, None if subset == "all" else subset)  # type: ignore[arg-type]
     except (DataError, OSError) as err:
         raise ExportError(f"--subset {subset}: {first_line(err)}") from None
-    return dataclasses.replace(data, mean=ctx.data.mean, std=ctx.data.std)
 
 
 def _train(

@@ -24,7 +24,7 @@ from ._config import (
     SearchSpace,
     StagewiseConfig,
 )
-from ._context import SearchContext, build_candidate, build_context, candidate_seed, plan_key
+from ._context import SearchContext, build_candidate, build_context, candidate_seed, plan_key, training_images
 from ._original import ORIGINAL_FILE, use_trained_original
 from ._study import StorageOptions, StudyError, StudyLocation, link_study_dir, open_storage, read_config
 from ._storage import StorageUnavailable
@@ -73,6 +73,7 @@ __all__ = [
     "open_storage",
     "pareto_trials",
     "plan_key",
+    "training_images",
     "read_config",
     "recover_stale_trials",
     "run_worker",

@@ -25,7 +25,7 @@ from ._config import SearchConfig, SearchConfigError, check_halving
 from ._study import StudyLocation
 from ._suggest import select_stages
 
-__all__ = ["SearchContext", "build_candidate", "build_context", "candidate_seed", "plan_key"]
+__all__ = ["SearchContext", "build_candidate", "build_context", "candidate_seed", "plan_key", "training_images"]
 
 
 @dataclass
@@ -63,10 +63,7 @@ def build_context(config: SearchConfig, *, location: StudyLocation | None = None
     stage variants, the original's trained weights)."""
     device = resolve_device(config.device)
     budget = config.budget
-    data = load_dataset(
-        config.dataset, seed=config.seed, val_fraction=budget.val_fraction, subset=budget.subset, image_size=config.image_size
-    )
-    data = normalized_as_the_original(data, config)
+    data = normalized_as_the_original(_split(config, subset=budget.subset), config)
     num_classes = config.num_classes or data.num_classes
     input_size = tuple(data.input_size)
     model = build_base(config, num_classes=num_classes, in_channels=input_size[0])
@@ -82,6 +79,20 @@ def build_context(config: SearchConfig, *, location: StudyLocation | None = None
     _check_budget_possible(ctx)
     check_halving(config, config.budget.epochs * len(data.train_y))
     return ctx
+
+
+def _split(config: SearchConfig, *, subset: int | None) -> ImageData:
+    """The study's data split (its seed and validation fraction), with ``subset`` training images (None: all)."""
+    return load_dataset(config.dataset, seed=config.seed, val_fraction=config.budget.val_fraction, subset=subset,
+                        image_size=config.image_size)
+
+
+def training_images(ctx: SearchContext, subset: int | None) -> ImageData:
+    """The study's training split with ``subset`` of its images (None: every one) instead of the search's
+    ``budget.subset``, with ``ctx.data``'s validation split and normalisation (what a candidate was trained on
+    and its model card says): the images of a candidate's further training (``pdenas export --subset``)."""
+    data = _split(ctx.config, subset=subset)
+    return dataclasses.replace(data, mean=ctx.data.mean, std=ctx.data.std)
 
 
 def normalized_as_the_original(data: ImageData, config: SearchConfig) -> ImageData:

@@ -77,8 +77,7 @@ def record_model(entry: dict[str, Any]) -> None:
     models.append(entry)
     models.sort(key=lambda m: (not m.get("original", False), -float(m.get("macs", 0)), m["file"]))
     manifest["models"] = models
-    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
-    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    _save_manifest(manifest)
 
 
 def forget_compressed_models() -> list[str]:
@@ -91,5 +90,10 @@ def forget_compressed_models() -> list[str]:
     for name in gone:
         (MODELS / name).unlink(missing_ok=True)
     manifest["models"] = [m for m in manifest["models"] if m.get("original", False)]
-    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")
+    _save_manifest(manifest)
     return gone
+
+
+def _save_manifest(manifest: dict[str, Any]) -> None:
+    MANIFEST.parent.mkdir(parents=True, exist_ok=True)
+    MANIFEST.write_text(json.dumps(manifest, indent=2) + "\n")

@@ -185,18 +185,34 @@ def test_trained_model_comes_back_in_the_default_memory_format(digits):
     assert all(p.is_contiguous() for p in model.parameters())
 
 
-def test_batchnorm_recalibration_matches_the_data(digits):
+@pytest.mark.parametrize("augment", [True, False])
+def test_batchnorm_recalibration_matches_the_data(digits, augment):
     model = _model()
     bn = model.bn1
     frozen = model.layer1[0].bn1
     frozen.eval()  # a frozen BatchNorm must stay frozen
-    recalibrate_batchnorm(model, digits, batch_size=50, device=torch.device("cpu"), max_images=10_000)
-    with torch.no_grad():
-        pres = [model.conv1(x) for x, _ in digits.train_batches(50, seed=0, augment=False)]  # inputs of bn1
+    recalibrate_batchnorm(model, digits, batch_size=50, device=torch.device("cpu"), max_images=10_000, augment=augment)
+    with torch.no_grad():  # inputs of bn1, drawn as recalibrate_batchnorm draws them (seed 0)
+        pres = [model.conv1(x) for x, _ in digits.train_batches(50, seed=0, augment=augment)]
     # a cumulative average over equal batches: the mean of the batch means and of the batch variances
     torch.testing.assert_close(bn.running_mean, torch.stack([p.mean((0, 2, 3)) for p in pres]).mean(0), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(bn.running_var, torch.stack([p.var((0, 2, 3)) for p in pres]).mean(0), rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.1 and model.training and bn.training and not frozen.training
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_training_recalibrates_on_images_augmented_as_it_trained(digits, augment):
+    """The statistics a trained model is scored with are those of the inputs its weights learned under: with
+    random crops, images with zero-padded borders (on CIFAR-10 resnet32, 89.4 % against 83.7 % held-out)."""
+    model = _model()
+    recipe = TrainRecipe(epochs=1, batch_size=50, augment=augment, channels_last=False)
+    train_model(model, digits, recipe, seed=0, device="cpu")
+    expected = copy.deepcopy(model)
+    recalibrate_batchnorm(expected, digits, batch_size=50, device=torch.device("cpu"), augment=augment)
+    other = copy.deepcopy(model)
+    recalibrate_batchnorm(other, digits, batch_size=50, device=torch.device("cpu"), augment=not augment)
+    torch.testing.assert_close(model.bn1.running_mean, expected.bn1.running_mean, rtol=0, atol=0)
+    assert not torch.allclose(model.bn1.running_mean, other.bn1.running_mean, atol=1e-4)
 
 
 def test_stopping_at_image_counts_and_continuing_is_the_uninterrupted_run(digits, tmp_path, one_thread):

@@ -10,7 +10,9 @@ original as teacher, score it (issue 13, items 2-4).
    the original with each changed stage's distilled weights loaded. Without the step, the plan is
    applied to the original as it is (new layers from their seeded initialisation).
 2. **BatchNorm recalibration and a first score**: the assembled candidate's accuracy before any
-   fine-tuning (``initial_accuracy``), what the stage-wise step alone achieved.
+   fine-tuning (``initial_accuracy``), what the stage-wise step alone achieved. Recalibrated on
+   un-augmented images, the inputs its distilled stages learned from (fine-tuning's own recalibration, at
+   its end, uses augmented ones, as its training did).
 3. **Fine-tuning** end to end on the study's budget, with the original as teacher
    (``budget.distillation``), then the final score. A trial never scores below its assembled candidate:
    when fine-tuning lowers the validation accuracy (a short budget on few images can undo what the
@@ -123,7 +125,11 @@ def train_candidate(
     if rungs is not None and rungs.stage_rung_pending and stages:
         if not rungs.decide(0, 0, stage_loss=float(sum(stage.loss for stage in stages.values()))):
             return TrainedCandidate(candidate.model, None, None, stages, candidate.stagewise_time, stopped=True)
-    recalibrate_batchnorm(candidate.model, ctx.data, batch_size=budget.batch_size, device=ctx.device, seed=config.seed)
+    # on un-augmented images: the distilled stages learned from the original's features of un-augmented images
+    # (CIFAR-10 resnet32, assembled candidates at 2x / 4.6x fewer MACs: 56.4 / 29.2 % against 49.4 / 25.8 % with
+    # augmented ones); fine-tuning, on augmented images, then recalibrates on augmented images
+    recalibrate_batchnorm(candidate.model, ctx.data, batch_size=budget.batch_size, device=ctx.device, seed=config.seed,
+                          augment=False)
     initial = evaluate(candidate.model, ctx.data, batch_size=max(budget.batch_size, 256), device=ctx.device)
     assembled = {name: value.detach().clone() for name, value in candidate.model.state_dict().items()}
     teacher = ctx.base_model if budget.distillation > 0 else None

@@ -31,13 +31,14 @@ def _model():
 
 
 def test_training_learns_and_is_deterministic(digits, one_thread):
-    recipe = TrainRecipe(epochs=8, batch_size=32, lr=0.05)
+    # lr 0.05 left one training seed of six on an AMD EPYC at 2.42 -> 1.98 (accuracy 0.25); lr 0.1 trains every one
+    recipe = TrainRecipe(epochs=8, batch_size=32, lr=0.1)
     before = evaluate(_model(), digits, device="cpu")
     losses: list[float] = []
     a = train_model(_model(), digits, recipe, seed=1, device="cpu", on_epoch=lambda e, n, loss: losses.append(loss))
     b = train_model(_model(), digits, recipe, seed=1, device="cpu")
-    assert losses[-1] < 0.8 * losses[0]  # 2.43 -> 1.42-1.73 measured over training seeds
-    assert a.accuracy > before + 0.2  # 10 classes: an untrained model sits near 0.1 (0.37-0.54 measured)
+    assert losses[-1] < 0.8 * losses[0]  # last / first 0.43-0.52 measured over training seeds 0-5
+    assert a.accuracy > before + 0.2  # 10 classes: an untrained model sits near 0.1 (0.61-0.73 measured)
     assert b.final_loss == a.final_loss and b.accuracy == a.accuracy  # same seed, one thread: the same run
     assert a.epochs == 8 and a.resumed_from == 0
 

@@ -223,7 +223,9 @@ def candidate_rows(original: torch.nn.Module, data: Any, features: Any, store: V
         stepped, _ = assemble(original, plan, features=features, store=store, recipe=budget.recipe, device=device)
         scores = []
         for model in (plain, stepped):
-            recalibrate_batchnorm(model.to(device), data, batch_size=256, device=device)
+            # un-augmented, as the search scores an assembled candidate: its stages learned from features of
+            # un-augmented images (pdenas/search/_candidate.py)
+            recalibrate_batchnorm(model.to(device), data, batch_size=256, device=device, augment=False)
             scores.append(evaluate(model, data, device=device))
         macs = pdenas.profile(plain.cpu(), features.input_size, device="cpu").macs
         rows.append({"plan": name, "macs": macs, "accuracy": scores[0], "accuracy_stagewise": scores[1]})

@@ -303,7 +303,7 @@ def recalibrate_batchnorm(
     those of the inputs the weights were trained under: with random crops, most training images carry
     zero-padded borders that shift every layer's statistics, and the layers after each BatchNorm learned
     that normalisation. Measured on the CIFAR-10 ``resnet32`` of ``benchmarks/``: 89.4 % held-out with
-    statistics of augmented images, 83.7 % with those of the same images un-augmented.
+    statistics of augmented images, 83.6 % with those of the same images un-augmented.
     """
     batches = data.train_batches(batch_size, seed=seed, augment=augment, device=device)
     with preserved_modes(model):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 import torch
+import yaml
 
 from pdenas import create_model, find_stages
 from pdenas.search import SearchConfig, plan_key
 from pdenas.search._suggest import select_stages, suggest_plan
 
+DEFAULT_YAML = Path(__file__).resolve().parents[2] / "search_spaces" / "default.yaml"
 STAGES = find_stages(create_model("resnet_tiny", in_channels=1), torch.zeros(2, 1, 32, 32))
 
 
 def plans(space: dict, count: int, seed: int = 0) -> list:
-    config = SearchConfig.from_dict({"space": space})
+    return plans_for(SearchConfig.from_dict({"space": space}), count, seed)
+
+
+def plans_for(config: SearchConfig, count: int, seed: int = 0) -> list:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for _ in range(count):
@@ -53,4 +60,15 @@ def test_init_is_suggested_and_identity_comes_without_a_residual_choice():
 def test_a_single_init_is_fixed_not_searched(init):
     for trial, plan in plans({"global_layer": [True], "global_init": [init]}, 3):
         assert all(plan.stages[s.name].global_layer.init == init for s in STAGES)
+        assert not any(name.endswith(".init") for name in trial.params)
+
+
+@pytest.mark.parametrize("source", ["SearchSpace", "default.yaml"])
+def test_by_default_a_global_layer_is_inserted_as_the_identity(source):
+    """The ablation's winner (issue 13 item 1) is the default, in the dataclass and in the shipped demo space."""
+    data = {"space": {}} if source == "SearchSpace" else yaml.safe_load(DEFAULT_YAML.read_text())
+    data["space"]["global_layer"] = [True]  # every stage gets a layer, so every stage's init is checked
+    config = SearchConfig.from_dict(data)
+    for trial, plan in plans_for(config, 5):
+        assert all(plan.stages[s.name].global_layer.init == "identity" for s in STAGES)
         assert not any(name.endswith(".init") for name in trial.params)

@@ -44,3 +44,19 @@ def tiny_yaml(tmp_path: Path):
         return path
 
     return make
+
+
+def first_arrivals(records, rung: int) -> list[int]:
+    """Per plan, the 'of n' its first arrival at ``rung`` saw, sorted. A plan's first arrival is its smallest
+    'of' there over all its trials: a later trial of the plan (a promotion, or the sampler proposing it again)
+    takes over its rungs and is judged again among as many or more, and a plan's lowest-numbered trial may
+    have stopped below the rung. With the shared lock these are 1, 2, 3, ... without a repeat."""
+    from pdenas.search import plan_key
+
+    first: dict[str, int] = {}
+    for r in (r for r in records if r.plan is not None):
+        for e in r.rungs or ():
+            if e.rung == rung:
+                key = plan_key(r.plan)
+                first[key] = min(first.get(key, e.of), e.of)
+    return sorted(first.values())

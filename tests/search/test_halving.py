@@ -23,7 +23,7 @@ from pdenas.search import SearchConfig, StudyLocation, TrialRecord, open_storage
 from pdenas.search._halving import Rungs, promote_stopped, rank, rung_images
 from pdenas.search._config import HalvingConfig
 
-from .conftest import pdenas_cmd, run_pdenas
+from .conftest import first_arrivals, pdenas_cmd, run_pdenas
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
@@ -204,12 +204,8 @@ def test_two_workers_share_the_rungs(tiny_yaml, tmp_path):
     records = _records(study_dir)
     workers = {r.worker for r in records.values() if r.rungs}
     assert len(workers) == 2
-    first = {}  # per plan, the trial that first took it to the rungs (a plan proposed again takes over its rungs)
-    for record in sorted(records.values(), key=lambda r: r.number):
-        if record.rungs and record.plan is not None:
-            first.setdefault(plan_key(record.plan), record)
     for rung in (0, 1):
-        first_seen = sorted(e.of for r in first.values() for e in (r.rungs or ()) if e.rung == rung)
+        first_seen = first_arrivals(records.values(), rung)
         assert first_seen == list(range(1, len(first_seen) + 1)), (rung, first_seen)
     promoted = [r.promoted_from for r in records.values() if r.promoted_from is not None]
     assert len(promoted) == len(set(promoted))

@@ -24,7 +24,7 @@ from pdenas import cli
 from pdenas.search import StudyRecord, TrialRecord, plan_key
 from pdenas.search._storage import STALE
 
-from .conftest import pdenas_cmd
+from .conftest import first_arrivals, pdenas_cmd
 
 record = TrialRecord.from_trial
 
@@ -319,15 +319,8 @@ def test_two_workers_share_successive_halving_rungs_on_the_server(postgres_serve
     assert sum(r.finished for r in records) >= 8 and not any(r.state == TrialState.RUNNING for r in records)
     stopped = [r for r in records if r.stopped_at is not None]
     assert stopped and len({r.worker for r in records if r.rungs}) == 2
-    # A plan's first arrival at a rung is its smallest 'of' there: a later trial of the plan (a promotion,
-    # or the sampler proposing it again) takes over its rungs and is judged again among as many or more.
-    first: dict[tuple[str, int], int] = {}
-    for r in (r for r in records if r.plan is not None):
-        for e in r.rungs or ():
-            key = (plan_key(r.plan), e.rung)
-            first[key] = min(first.get(key, e.of), e.of)
     for rung in (0, 1):
-        seen = sorted(of for (_, k), of in first.items() if k == rung)
+        seen = first_arrivals(records, rung)
         assert seen == list(range(1, len(seen) + 1)), (rung, seen)
     promoted = [r.promoted_from for r in records if r.promoted_from is not None]
     assert len(promoted) == len(set(promoted))

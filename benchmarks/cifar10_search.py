@@ -47,7 +47,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import optuna
 import torch
@@ -442,14 +442,12 @@ def measure_all(rows: list[Row], work: Path, *, rounds: int = 5) -> list[Row]:
 
 
 # ------------------------------------------------------------------------------------------- results
+def most_accurate(rows: Iterable[Row]) -> Row | None:
+    return max(rows, key=lambda r: r.heldout_accuracy, default=None)
+
+
 def best_within(rows: list[Row], conv_macs: float) -> Row | None:
-    within = [r for r in rows if r.conv_macs <= conv_macs * 1.01]
-    return max(within, key=lambda r: r.heldout_accuracy) if within else None
-
-
-def best_as_fast(rows: list[Row], latency_ms: float) -> Row | None:
-    within = [r for r in rows if r.latency_ms is not None and r.latency_ms <= latency_ms]
-    return max(within, key=lambda r: r.heldout_accuracy) if within else None
+    return most_accurate(r for r in rows if r.conv_macs <= conv_macs * 1.01)
 
 
 def latency_table(rows: list[Row]) -> list[str]:
@@ -465,7 +463,8 @@ def latency_table(rows: list[Row]) -> list[str]:
     for peer in sorted(peers, key=lambda r: -r.latency_ms):
         cells = [f"{peer.name}: {peer.heldout_accuracy:.2%}, {peer.latency_ms:.2f} ms"]
         for group in ("global", "blocks"):
-            best = best_as_fast([r for r in rows if r.group == group], peer.latency_ms)
+            best = most_accurate(r for r in rows if r.group == group and r.latency_ms is not None
+                                 and r.latency_ms <= peer.latency_ms)
             cells.append("none as fast" if best is None else
                          f"{best.heldout_accuracy:.2%}, {best.latency_ms:.2f} ms ({best.name})")
         out.append("| " + " | ".join(cells) + " |")

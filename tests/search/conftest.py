@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pdenas.search import plan_key
+
 from ..commands import pdenas_cmd, run_pdenas  # noqa: F401  (the tests here import them from this module)
 from .pg import postgres_server  # noqa: F401  (a real PostgreSQL server, for test_postgres.py)
 
@@ -51,8 +53,6 @@ def first_arrivals(records, rung: int) -> list[int]:
     'of' there over all its trials: a later trial of the plan (a promotion, or the sampler proposing it again)
     takes over its rungs and is judged again among as many or more, and a plan's lowest-numbered trial may
     have stopped below the rung. With the shared lock these are 1, 2, 3, ... without a repeat."""
-    from pdenas.search import plan_key
-
     first: dict[str, int] = {}
     for r in (r for r in records if r.plan is not None):
         for e in r.rungs or ():

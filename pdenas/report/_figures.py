@@ -97,20 +97,20 @@ def front_figure(data: ReportData, cost: str) -> go.Figure:
 
 
 def hypervolume_figure(data: ReportData) -> go.Figure:
-    """Dominated fraction of the reference box after each completed trial."""
+    """Dominated fraction of the reference box against the compute spent (worker-minutes of finished trials)."""
     history = data.hypervolume
     if history is None:
         raise ValueError("this study has no hypervolume history (ReportData.hypervolume_reason says why)")
     fig = go.Figure(
         go.Scatter(
-            x=list(history.trial_numbers), y=list(history.values), mode="lines+markers", name="hypervolume",
-            line={"shape": "hv", "color": _COLORS["pareto"]}, marker={"size": 6},
-            hovertemplate="after trial %{x}: %{y:.2%} of the reference box<extra></extra>",
+            x=[seconds / 60 for seconds in history.compute], y=list(history.values), mode="lines+markers", name="hypervolume",
+            customdata=list(history.trial_numbers), line={"shape": "hv", "color": _COLORS["pareto"]}, marker={"size": 6},
+            hovertemplate="after trial %{customdata}, %{x:.1f} worker-minutes: %{y:.2%} of the reference box<extra></extra>",
         )
     )
     fig.update_layout(
-        title="Hypervolume over trials",
-        xaxis={"title": "trial number"},
+        title="Hypervolume over compute",
+        xaxis={"title": "worker-minutes of finished trials (stopped and failed ones included)", "rangemode": "tozero"},
         yaxis={"title": "dominated fraction of the reference box", "tickformat": ".0%", "rangemode": "tozero"},
         template="plotly_white", height=380, margin={"t": 60, "b": 40},
     )

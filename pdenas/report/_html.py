@@ -55,7 +55,7 @@ def render_html(data: ReportData, *, generated_at: _dt.datetime | None = None) -
         page.figure(data, "params", "No completed feasible trial recorded its parameter count."),
         f"<h2>Accuracy against latency{_e(f' in {data.latency_setup}') if data.latency_setup else ''}</h2>",
         page.figure(data, "latency", "Latency was not measured in this study (it is recorded when the search measures it)."),
-        "<h2>Hypervolume over trials</h2>",
+        "<h2>Hypervolume over compute</h2>",
         page.hypervolume(data),
         "<h2>Hyperparameter importances</h2>",
         page.importances(data),
@@ -102,7 +102,9 @@ class _Page:
         note = (
             f"Computed by Optuna. Reference point ({ref}): accuracy 0 and {REFERENCE_MARGIN:g}× the original model's "
             "cost; shown as the fraction of the box between it and the ideal corner (100% accuracy, zero cost). "
-            "A curve that has flattened out suggests more trials will add little."
+            "Each point is a completed trial, placed at the worker-minutes spent by every finished trial up to it "
+            "(stopped and failed ones included, since they cost compute too). A curve that has flattened out suggests "
+            "more compute will add little."
         )
         return self._div(hypervolume_figure(data), "hypervolume") + f'<p class="note">{_e(note)}</p>'
 

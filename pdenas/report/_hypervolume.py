@@ -1,4 +1,4 @@
-"""Hypervolume over trials: whether more trials still push the front out.
+"""Hypervolume over trials and over compute: whether more search still pushes the front out.
 
 Optuna computes it (``optuna.visualization``'s hypervolume history, on ``optuna._hypervolume``): for each
 completed trial, the volume of objective space that the feasible trials up to it dominate, bounded by a
@@ -11,6 +11,11 @@ the cost, 1.1 x the largest feasible value seen). The 10 % margin lets the origi
 The volume is reported as a fraction of the box between that reference point and the ideal corner
 (accuracy 1, zero cost), so it reads 0..1 whatever the units: 0.35 means the trials so far dominate
 35 % of the box.
+
+Each point also carries the compute spent to reach it: the worker-seconds of every finished trial numbered
+up to it (completed, stopped at a successive-halving rung, failed). Trials differ in cost (a stopped trial
+trained a fraction of the images, a reused plan none, the first trials of a stage-wise search distil the
+stages), so compute, not the trial count, is the axis on which searches and samplers compare (issue 15).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .._optuna import hypervolume_history_info
 from ..search import TrialRecord
 from ._objectives import ACCURACY
 
-__all__ = ["HypervolumeHistory", "REFERENCE_MARGIN", "hypervolume_history"]
+__all__ = ["HypervolumeHistory", "REFERENCE_MARGIN", "hypervolume_history", "worker_seconds"]
 
 REFERENCE_MARGIN = 1.1
 
@@ -38,6 +43,7 @@ class HypervolumeHistory:
 
     trial_numbers: tuple[int, ...]
     values: tuple[float, ...]  # fractions of box_volume, non-decreasing
+    compute: tuple[float, ...]  # worker-seconds of the finished trials numbered up to each trial, non-decreasing
     reference_point: dict[str, float]  # objective name -> value, in the objective's units
     ideal_point: dict[str, float]
     box_volume: float  # the normaliser, in the objectives' units multiplied
@@ -72,13 +78,33 @@ def hypervolume_history(
     box = math.prod(abs(reference[name] - ideal[name]) for name in objectives)
     point = np.asarray([reference[name] for name in objectives], dtype=np.float64)
     info = hypervolume_history_info(study, point)
+    spent = worker_seconds(study, records)
     return (
         HypervolumeHistory(
             trial_numbers=tuple(int(n) for n in info.trial_numbers),
             values=tuple(float(v) / box for v in info.values),
+            compute=tuple(spent[int(n)] for n in info.trial_numbers),
             reference_point=reference,
             ideal_point=ideal,
             box_volume=box,
         ),
         None,
     )
+
+
+def worker_seconds(study: optuna.Study, records: Sequence[TrialRecord]) -> dict[int, float]:
+    """Trial number -> worker-seconds of every finished trial numbered up to it (running ones not counted).
+
+    A trial's cost is its recorded ``wall_time`` (the whole trial, stage-wise step included); a trial that
+    died before recording it counts Optuna's start-to-end time.
+    """
+    durations = {t.number: t.duration for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    total, spent = 0.0, {}
+    for record in sorted(records, key=lambda r: r.number):
+        if record.number in durations:
+            if record.wall_time is not None:
+                total += record.wall_time
+            elif durations[record.number] is not None:
+                total += durations[record.number].total_seconds()
+        spent[record.number] = total
+    return spent

@@ -86,10 +86,13 @@ class StudyBuilder:
 
     # ---------------------------------------------------------------------------------- trials
 
-    def add_reference(self, *, accuracy: float, costs: Costs, latency_ms: float | None = None) -> int:
+    def add_reference(
+        self, *, accuracy: float, costs: Costs, latency_ms: float | None = None, wall_time: float | None = None
+    ) -> int:
         self.study.enqueue_trial({}, user_attrs=TrialRecord.attrs(reference=True))
         return self._run(
-            params={}, plan=plan_dict({}, {}), accuracy=accuracy, costs=costs, latency_ms=latency_ms, train_time=42.0
+            params={}, plan=plan_dict({}, {}), accuracy=accuracy, costs=costs, latency_ms=latency_ms, train_time=42.0,
+            wall_time=wall_time,
         )
 
     def add_candidate(
@@ -103,6 +106,7 @@ class StudyBuilder:
         train_time: float = 30.0,
         plan_text: str | None = "",
         reused_from: int | None = None,
+        wall_time: float | None = None,
     ) -> int:
         globals_ = globals_ or {}
         params: dict[str, Any] = {}
@@ -113,7 +117,7 @@ class StudyBuilder:
                 params[f"{stage}.iterations"], params[f"{stage}.dt"] = globals_[stage]
         return self._run(
             params=params, plan=plan_dict(keeps, globals_), accuracy=accuracy, costs=costs, latency_ms=latency_ms,
-            train_time=train_time, plan_text=plan_text, reused_from=reused_from,
+            train_time=train_time, plan_text=plan_text, reused_from=reused_from, wall_time=wall_time,
         )
 
     def add_failure(self, reason: str) -> int:
@@ -121,6 +125,14 @@ class StudyBuilder:
         trial.suggest_int("layer1.keep", 1, BLOCKS)
         TrialRecord.write(trial, failure=reason)
         self.study.tell(trial, state=TrialState.FAIL)
+        return trial.number
+
+    def add_stopped(self, *, wall_time: float) -> int:
+        """A trial successive halving stopped at a rung (told PRUNED with the seconds it ran)."""
+        trial = self.study.ask()
+        trial.suggest_int("layer1.keep", 1, BLOCKS)
+        TrialRecord.write(trial, wall_time=wall_time)
+        self.study.tell(trial, state=TrialState.PRUNED)
         return trial.number
 
     def add_running(self) -> int:
@@ -132,6 +144,7 @@ class StudyBuilder:
     def _run(
         self, *, params: dict[str, Any], plan: dict[str, Any], accuracy: float, costs: Costs,
         latency_ms: float | None, train_time: float, plan_text: str | None = "", reused_from: int | None = None,
+        wall_time: float | None = None,
     ) -> int:
         if params:
             self.study.enqueue_trial(params)
@@ -148,7 +161,7 @@ class StudyBuilder:
                 trial.suggest_float(name, 0.05, 0.5, log=True)
         text = plan_text or CompressionPlan.from_dict(plan).describe() if plan_text is not None else None
         TrialRecord.write(trial, plan=plan, plan_text=text, seed=0, macs=costs.macs, conv_macs=costs.conv_macs,
-                          params=costs.params, latency_ms=latency_ms)
+                          params=costs.params, latency_ms=latency_ms, wall_time=wall_time)
         feasible = True
         if self.max_macs is not None:
             trial.set_constraint("max_macs", float(costs.macs - self.max_macs))

@@ -117,6 +117,8 @@ def test_hypervolume_is_optunas_non_decreasing_and_uses_the_original_as_referenc
     complete = [t.number for t in search_study.study.trials if t.state == TrialState.COMPLETE]
     assert list(history.trial_numbers) == complete
     assert all(b >= a for a, b in zip(history.values, history.values[1:], strict=False))
+    assert len(history.compute) == len(complete)
+    assert all(b >= a for a, b in zip(history.compute, history.compute[1:], strict=False))
     original = tiny_costs["resnet_tiny"]
     assert history.reference_point == {"accuracy": 0.0, "macs": pytest.approx(1.1 * original.macs)}
     assert history.box_volume == pytest.approx(1.0 * 1.1 * original.macs)
@@ -125,6 +127,24 @@ def test_hypervolume_is_optunas_non_decreasing_and_uses_the_original_as_referenc
     reference = np.array([0.0, 1.1 * original.macs])
     assert history.final == pytest.approx(compute_hypervolume(front, reference) / history.box_volume)
     assert 0.0 < history.values[0] <= history.final <= 1.0  # the original alone already counts
+
+
+def test_hypervolume_compute_counts_every_finished_trial_up_to_each_point(study_builder, tiny_costs) -> None:
+    """Worker-seconds: a completed or stopped trial's wall time, a failed one's Optuna duration, running ones none."""
+    original = tiny_costs["resnet_tiny"]
+    builder = study_builder(original=original)
+    half = Costs(original.macs // 2, original.params // 2, original.conv_macs // 2)
+    builder.add_reference(accuracy=0.9, costs=original, wall_time=10.0)  # 0
+    builder.add_candidate(keeps={"layer1": 1}, accuracy=0.85, costs=half, wall_time=20.0)  # 1
+    builder.add_stopped(wall_time=5.0)  # 2: a rung's loser costs what it ran
+    builder.add_failure("training diverged")  # 3: no wall time recorded, its start-to-end time counts
+    builder.add_running()  # 4: not finished, not counted
+    builder.add_candidate(keeps={"layer1": 2}, accuracy=0.88, costs=half, wall_time=30.0)  # 5
+    failed = builder.study.trials[3].duration.total_seconds()
+    history = build_report_data(builder.study, importances=False).hypervolume
+    assert history.trial_numbers == (0, 1, 5)
+    assert history.compute == pytest.approx((10.0, 30.0, 65.0 + failed))
+    assert failed < 1.0
 
 
 def test_hypervolume_reason_without_feasible_trials(study_builder, tiny_costs) -> None:

@@ -83,7 +83,10 @@ def test_figures_draw_the_data(search_data: ReportData) -> None:
     assert shown == sum(1 for t in search_data.trials if t.complete)  # every completed trial, once
     hover = " ".join(traces["Pareto front"].hovertext)
     assert "x smaller" in hover and "accuracy " in hover and "params " in hover
-    assert list(hypervolume_figure(search_data).data[0].y) == list(search_data.hypervolume.values)
+    hypervolume = hypervolume_figure(search_data).data[0]
+    assert list(hypervolume.y) == list(search_data.hypervolume.values)
+    assert list(hypervolume.x) == pytest.approx([s / 60 for s in search_data.hypervolume.compute])  # worker-minutes
+    assert list(hypervolume.customdata) == list(search_data.hypervolume.trial_numbers)
     assert {t.name for t in importance_figure(search_data).data} == {"for accuracy", "for MACs"}
 
 

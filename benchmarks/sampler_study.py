@@ -80,14 +80,16 @@ class Budget:
     eta: float
     subset: int | None = None  # CIFAR: training images per candidate
     epochs: int | None = None  # CIFAR: per candidate
+    stage_images: int | None = None  # CIFAR: stage-wise distillation's feature images per search
+    stage_epochs: int | None = None  # CIFAR: per stage variant
 
 
 BUDGETS = {
     "tiny": Budget(cpu_seconds=30, seeds=(0, 1, 2), startup_trials=4, population=6, min_images=150, eta=3),
     "small": Budget(cpu_seconds=900, seeds=(0, 1, 2), startup_trials=4, population=8, min_images=1000, eta=3,
-                    subset=4000, epochs=2),
+                    subset=4000, epochs=2, stage_images=2000, stage_epochs=1),
     "full": Budget(cpu_seconds=3600, seeds=(0, 1, 2), startup_trials=6, population=10, min_images=2000, eta=3,
-                   subset=4000, epochs=3),
+                   subset=4000, epochs=3, stage_images=5000, stage_epochs=2),
 }
 
 
@@ -160,6 +162,10 @@ def base_space(args: argparse.Namespace, budget: Budget, work: Path) -> dict:
     # the fine-tuning rate cifar10_search.py uses: higher rates undo what the stage-wise step reached
     # (at 0.02, two epochs on 5,000 images lost 1-11 points of it)
     space["budget"].update(subset=budget.subset, epochs=budget.epochs, lr=0.005)
+    # the YAML's 10,000 feature images x 2 epochs a variant would spend most of a small search's
+    # CPU-seconds before the first candidate (and 1.4 GB of features per search)
+    space["stagewise"]["images"] = budget.stage_images
+    space["stagewise"]["recipe"]["epochs"] = budget.stage_epochs
     space["sampler"] = {"startup_trials": budget.startup_trials, "population": budget.population}
     space["halving"] = {"min_images": budget.min_images, "eta": budget.eta}
     return space

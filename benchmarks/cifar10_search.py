@@ -65,12 +65,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10_data import (ARCHIVE, MODELS, ROOT, forget_compressed_models, holdout_view, record_model,  # noqa: E402
                           search_data, sha256, split_archive)
 from cifar10_peers import prune_to_conv_macs  # noqa: E402
+from results_md import RESULTS, screenshot, write_section  # noqa: E402
 
 SPACE = ROOT / "search_spaces" / "cifar10-resnet.yaml"
 ORIGINAL = MODELS / "resnet32-cifar10.pt"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PNG = ROOT / "benchmarks" / "cifar10_pareto.png"
-BEGIN, END = "<!-- cifar10_search:begin -->", "<!-- cifar10_search:end -->"
 MODEL = "resnet32"
 PAPER = GlobalLayerConfig(iterations=1, dt=0.2)  # the paper's layer (Kag & Saligrama, Sec. 4.1)
 INPUT = (3, 32, 32)
@@ -143,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     (work / "results.md").write_text(text)
     print(text)
     if args.write_results:
-        write_results(text)
+        write_section("cifar10_search", "CIFAR-10: compressing a trained resnet32 (issue 13)", text)
         screenshot(studies["global"] / "report.html", PNG)
         commit_models(rows, work)
         print(f"wrote {RESULTS}, {PNG} and {MODELS}")
@@ -569,17 +568,6 @@ def pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.2%}"
 
 
-def write_results(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
-    section = f"{BEGIN}\n## CIFAR-10: compressing a trained resnet32 (issue 13)\n\n{text}{END}"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        current = head + section + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(current)
-
-
 def commit_models(rows: list[Row], work: Path) -> None:
     """Copy the Global search's retrained Pareto models into benchmarks/models/ and record them, in place of
     the models an earlier run put there."""
@@ -592,16 +580,6 @@ def commit_models(rows: list[Row], work: Path) -> None:
         record_model({"file": name, "original": False, "sha256": sha256(MODELS / name), "plan": r.plan, "macs": r.macs,
                       "conv_macs": r.conv_macs, "params": r.params, "heldout_accuracy": r.heldout_accuracy,
                       "latency_ms_ort_b1": r.latency_ms})
-
-
-def screenshot(html: Path, png: Path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if browser is None:
-        print("no Chromium on PATH: the PNG was not written")
-        return
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1080",
-                    "--virtual-time-budget=5000", f"--screenshot={png}", html.resolve().as_uri()],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
     python benchmarks/sampler_study.py --budget tiny                         # digits, minutes: checks it works
     python benchmarks/sampler_study.py --budget small --weights ORIGINAL.pt --jobs 2  # CIFAR-10 resnet32, hours
-    python benchmarks/sampler_study.py --budget full --weights ORIGINAL.pt   # the run for RESULTS.md
+    python benchmarks/sampler_study.py --budget full --weights ORIGINAL.pt   # a longer run
+    ... --write-results      # also replaces the issue-15 section of RESULTS.md and writes benchmarks/sampler_study.png
 
 Every sampler (random, TPE, NSGA-II, GP) runs with and without successive halving (``halving:``), for
 each seed, on the same space and the same original, each search in this process with one torch thread
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated subset of " + ", ".join(SAMPLERS))
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's, 3)")
     parser.add_argument("--cpu-seconds", type=float, default=None, help="CPU-seconds per search (default: the budget's)")
+    parser.add_argument("--write-results", action="store_true",
+                        help="replace the issue-15 section of benchmarks/RESULTS.md and write benchmarks/sampler_study.png")
     parser.add_argument("--jobs", type=int, default=1, help="searches run at once, each in its own process with one "
                         "thread (default 1; 2 on a 2-core machine halves the wall time: each search's clock is its own CPU time)")
     args = parser.parse_args(argv)
@@ -140,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     plot(runs, samplers, work / "sampler_study.html")
     print(text)
     print(f"\nwrote {work / 'sampler_study.md'} and {work / 'sampler_study.html'}")
+    if args.write_results:
+        from results_md import RESULTS, screenshot, write_section  # benchmarks/results_md.py
+
+        png = ROOT / "benchmarks" / "sampler_study.png"
+        picture = f"\n\n![Hypervolume over CPU-seconds]({png.name})\n" if screenshot(work / "sampler_study.html", png, height=720) else ""
+        write_section("sampler_study", "Samplers and successive halving on CIFAR-10 (issue 15)", text + picture)
+        print(f"wrote {RESULTS} and {png}")
     return 0
 
 
@@ -313,6 +323,10 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
                 continue
             gap = statistics.mean(spread[sampler]) - statistics.mean(rnd)
             width = max(max(spread[sampler]) - min(spread[sampler]), max(rnd) - min(rnd))
+            if len(seeds) < 2:
+                lines.append(f"- {sampler} against random sampling at the common compute: {gap:+.3f} hypervolume (one seed: "
+                             "no spread to judge it by)")
+                continue
             verdict = "beats" if gap > width else "does not beat"
             lines.append(f"- {sampler} {verdict} random sampling at the common compute: {gap:+.3f} hypervolume against a spread "
                          f"between seeds of {width:.3f}")
@@ -320,19 +334,34 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
 
 
 def plot(runs: list[Run], samplers: list[str], path: Path) -> None:
-    """Hypervolume over CPU-seconds, one line per search (colour: sampler; dashed: with successive halving)."""
+    """Hypervolume over CPU-seconds, mean over seeds with a band from the worst to the best seed, one
+    line per sampler; left without successive halving, right with it (same axes)."""
+    from plotly.subplots import make_subplots
+
     colours = dict(zip(SAMPLERS, ("#7f7f7f", "#1f77b4", "#2ca02c", "#d62728")))
-    figure = go.Figure()
-    for run in runs:
-        times, values = curve(run)
-        figure.add_trace(go.Scatter(
-            x=[0.0, *times], y=[0.0, *values], mode="lines", line={"shape": "hv", "color": colours.get(run.sampler),
-                                                                   "dash": "dash" if run.halving else "solid"},
-            name=f"{run.sampler}{' + halving' if run.halving else ''}", legendgroup=f"{run.sampler}{run.halving}",
-            showlegend=run.seed == min(r.seed for r in runs), hovertemplate=f"seed {run.seed}<br>%{{x:.0f}} CPU-s<br>HV %{{y:.3f}}",
-        ))
-    figure.update_layout(title="Hypervolume over compute (dashed: successive halving)", xaxis_title="CPU-seconds",
-                         yaxis_title="hypervolume (fraction of the box)", template="plotly_white")
+    common = min(run.spent for run in runs)
+    grid = [common * i / 200 for i in range(201)]
+    figure = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                           subplot_titles=("every trial trained to the end", "successive halving"))
+    for col, halving in ((1, False), (2, True)):
+        for sampler in samplers:
+            group = [r for r in runs if r.sampler == sampler and r.halving == halving]
+            if not group:
+                continue
+            values = [[hypervolume_at(r, t) for t in grid] for r in group]
+            low, high = ([f(column) for column in zip(*values)] for f in (min, max))
+            mean = [statistics.mean(column) for column in zip(*values)]
+            colour = colours.get(sampler, "#000000")
+            figure.add_trace(go.Scatter(x=grid + grid[::-1], y=high + low[::-1], fill="toself", fillcolor=colour, opacity=0.15,
+                                        line={"width": 0}, hoverinfo="skip", showlegend=False), row=1, col=col)
+            figure.add_trace(go.Scatter(x=grid, y=mean, mode="lines", line={"shape": "hv", "color": colour, "width": 2},
+                                        name=sampler, legendgroup=sampler, showlegend=not halving,
+                                        hovertemplate=f"{sampler}: %{{x:.0f}} CPU-s, mean HV %{{y:.3f}}<extra></extra>"),
+                             row=1, col=col)
+    figure.update_xaxes(title_text="CPU-seconds per search", range=[0, common])
+    figure.update_yaxes(title_text="hypervolume (fraction of the box)", row=1, col=1)
+    figure.update_layout(title=f"Hypervolume over compute: mean of {len({r.seed for r in runs})} seeds, band from the worst to the best seed",
+                         template="plotly_white", height=520)
     figure.write_html(path, include_plotlyjs=True)
 
 

@@ -7,8 +7,8 @@ after r_k = ``min_images`` * ``eta`` ** (k - 1) training images, for every r_k b
 A trial reaching a rung records its score there (:class:`RungRecord`, every entry minimised): at rung 0
 (summed stage loss, costs), at rung k (-accuracy, costs), the costs being the objectives other than
 accuracy (MACs, params, latency). The rung's trials are the study's trials with a score at that rung,
-the latest one per plan; they are ranked by Optuna's non-dominated sort, within a front by NSGA-II's
-crowding distance (larger first), then by trial number. With n trials at the rung (itself included), a
+one entry per plan (its latest score); they are ranked by Optuna's non-dominated sort, within a front by
+NSGA-II's crowding distance (larger first), then by the plan's arrival at the rung. With n trials at the rung (itself included), a
 trial goes on when n < eta (too few to judge) or its position is below ceil(n / eta); otherwise it
 stops and is told to Optuna as PRUNED, its rungs kept on the trial.
 
@@ -98,15 +98,20 @@ def standing(entries: dict[str, tuple[int, tuple[float, ...]]], key: str, eta: f
 
 
 def rung_entries(records: Sequence[TrialRecord], rung: int) -> dict[str, tuple[int, tuple[float, ...]]]:
-    """The trials at ``rung``: per plan, the latest trial's number and score there (queued trials and the
-    original model's trial left out)."""
+    """The plans at ``rung``: per plan, the number of its first trial there (its arrival: ties go to the
+    earlier arrival) and its latest trial's score (queued trials and the original model's trial left out).
+
+    The arrival, not the latest trial's number: a plan promoted or proposed again is judged in a new
+    trial, and if that moved it behind its ties, the rung would stop what the promotion let through, and
+    then promote it again, for ever."""
     entries: dict[str, tuple[int, tuple[float, ...]]] = {}
     for record in sorted(records, key=lambda r: r.number):
         if record.reference or record.plan is None or not record.rungs or record.state == TrialState.WAITING:
             continue
         for entry in record.rungs:
             if entry.rung == rung:
-                entries[plan_key(record.plan)] = (record.number, entry.score)
+                key = plan_key(record.plan)
+                entries[key] = (entries[key][0] if key in entries else record.number, entry.score)
     return entries
 
 
@@ -155,7 +160,9 @@ class Rungs:
         score = (float(first), *self.costs)  # type: ignore[arg-type]
         with halving_lock(self.storage, self.location):
             records = [TrialRecord.from_trial(t) for t in self.study.get_trials(deepcopy=False)]
-            entries = {**rung_entries([r for r in records if r.number != self.trial.number], rung), self.key: (self.trial.number, score)}
+            entries = rung_entries([r for r in records if r.number != self.trial.number], rung)
+            arrival = entries[self.key][0] if self.key in entries else self.trial.number  # an earlier trial of the plan got here first
+            entries[self.key] = (arrival, score)
             where = standing(entries, self.key, self.config.halving.eta)
             self.reached.append(RungRecord(rung=rung, images=images, score=score, go_on=where.go_on, position=where.position,
                                            of=where.of, accuracy=accuracy, stage_loss=stage_loss))

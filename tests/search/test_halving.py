@@ -107,6 +107,44 @@ def test_promotion_decisions_match_a_hand_worked_example(tmp_path):
     assert (rungs.reached[-1].position, rungs.reached[-1].of) == (2, 5)  # five plans: B counted once
 
 
+def test_a_promoted_plan_keeps_its_arrival_and_is_not_promoted_again(tmp_path):
+    """A plan promoted and judged again in a new trial keeps its place among its ties (its first arrival at
+    the rung), so the rung does not stop what the promotion let through and then promote it again, for ever
+    (the CIFAR-10 sampler study's random search did that 490 times).
+
+    eta = 2; score = (-accuracy, MACs). P (0.95, 3) and Q (0.90, 1) form front 0; B (0.85, 3.5) and X (0.80, 2)
+    front 1, both ends of it (crowding inf: tied, the earlier arrival first); S (0.75, 3.6) and R (0.70, 4)
+    trail. Arrivals P, Q, B, X, R, S: every one after P stops (Q at 1 of 2, B at 2 of 3, X at 3 of 4, R, S).
+    With six at the rung the top 3 go on: P 0, Q 1, B 2 -> Q and B promoted. Judged again, B is still 2 of 6
+    (placed as the latest trial it would be 3, behind X, and stopped): it goes on, and nothing is promoted again.
+    """
+    study, storage, location = _study(tmp_path)
+    config = SearchConfig(halving=HalvingConfig(enabled=True, min_images=100, eta=2))
+    plans = {"P": (1, 0.95, 3.0), "Q": (2, 0.90, 1.0), "B": (3, 0.85, 3.5), "X": (4, 0.80, 2.0), "R": (5, 0.70, 4.0), "S": (6, 0.75, 3.6)}
+    numbers = {}
+    for name, (plan, accuracy, macs) in plans.items():
+        trial, rungs = _arrive(study, storage, location, config, plan, accuracy, macs)
+        go_on = rungs.decide(1, 100, accuracy=accuracy)
+        assert go_on == (name == "P"), name
+        study.tell(trial, [accuracy, macs] if go_on else None, state=None if go_on else TrialState.PRUNED)
+        numbers[name] = trial.number
+
+    assert promote_stopped(study, storage, location, eta=2) == [numbers["Q"], numbers["B"]]
+    records = {r.number: r for r in map(TrialRecord.from_trial, study.get_trials())}
+    for name in ("Q", "B"):
+        plan, accuracy, macs = plans[name]
+        promoted = study.ask()
+        assert TrialRecord.from_trial(promoted).promoted_from == numbers[name]
+        promoted.suggest_int("plan", 0, 100)
+        TrialRecord.write(promoted, plan={"plan": plan})
+        rungs = Rungs(study, promoted, location, storage, config, key=f'{{"plan": {plan}}}', costs=(macs,), training=[100],
+                      checkpoint=location.directory / "unused.pt", reached=list(records[numbers[name]].rungs or ()))
+        assert rungs.rejudge(), name
+        assert (rungs.reached[-1].position, rungs.reached[-1].of) == ({"Q": 1, "B": 2}[name], 6)
+        study.tell(promoted, [accuracy, macs])
+    assert promote_stopped(study, storage, location, eta=2) == []
+
+
 def test_rank_orders_fronts_then_crowding_then_index():
     # front 0: (0, 3), (1, 1), (3, 0) -> ends inf, middle finite; front 1: (2, 2)
     assert rank([(1, 1), (2, 2), (0, 3), (3, 0)]) == [2, 3, 0, 1]

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated subset of " + ", ".join(SAMPLERS))
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the budget's, 3)")
     parser.add_argument("--cpu-seconds", type=float, default=None, help="CPU-seconds per search (default: the budget's)")
+    parser.add_argument("--halving", default="off,on", help="off, on or off,on: the searches without and/or with successive halving")
+    parser.add_argument("--stage-rung", choices=("accuracy", "loss"), default="accuracy",
+                        help="successive halving's rung 0 (halving.stage_rung); each is its own set of searches")
     parser.add_argument("--write-results", action="store_true",
                         help="replace the issue-15 section of benchmarks/RESULTS.md and write benchmarks/sampler_study.png")
     parser.add_argument("--jobs", type=int, default=1, help="searches run at once, each in its own process with one "
@@ -131,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     base = base_space(args, budget, work)
     one_thread()
     # seeds outermost: an interrupted study still compares every configuration on the first seeds
-    jobs = [(base, sampler, halving, seed, budget, cpu, work) for seed in seeds for sampler in samplers for halving in (False, True)]
+    modes = [{"off": False, "on": True}[m] for m in args.halving.split(",") if m]
+    base["halving"]["stage_rung"] = args.stage_rung
+    jobs = [(base, sampler, halving, seed, budget, cpu, work) for seed in seeds for sampler in samplers for halving in modes]
     if args.jobs > 1:
         # spawned, not forked: a forked child inherits torch's OpenMP pool in a state it cannot use
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"), initializer=one_thread) as pool:
@@ -183,7 +188,7 @@ def base_space(args: argparse.Namespace, budget: Budget, work: Path) -> dict:
 
 def run_search(base: dict, sampler: str, halving: bool, seed: int, budget: Budget, cpu: float, work: Path) -> Run:
     """One search until it has spent ``cpu`` CPU-seconds (a finished one is read back, not run again)."""
-    name = f"{sampler}-{'halving' if halving else 'full'}-seed{seed}"
+    name = f"{sampler}-halving-{base['halving']['stage_rung']}-seed{seed}" if halving else f"{sampler}-full-seed{seed}"
     study_dir = work / "studies" / name
     done = study_dir / "cpu.json"
     if done.is_file():
@@ -251,24 +256,27 @@ def compute_to_reach(run: Run, target: float) -> float | None:
     return None
 
 
-def rung0_tau(runs: list[Run]) -> tuple[float | None, float | None, int]:
-    """Kendall tau between summed stage losses (negated: higher is better) and final accuracy, over the
-    completed candidates of the searches without successive halving (each plan once per seed); and, as
-    the baseline a ranking must beat to be worth a rung, the tau of the plan's MACs alone."""
-    seen: dict[str, tuple[float, float, float]] = {}
+def rung0_tau(runs: list[Run]) -> tuple[dict[str, float], int]:
+    """Kendall tau against final accuracy, over the completed candidates of the searches without successive
+    halving (each plan once per seed), of what rung 0 can rank by: the assembled candidate's accuracy
+    (``stage_rung: accuracy``), the summed stage losses, negated (``loss``), and, the baseline a rung-0
+    ranking has to beat to be worth having, the plan's MACs alone."""
+    seen: dict[str, tuple[float, float, float, float]] = {}
     for run in runs:
         if run.halving:
             continue
         for trial in open_study(run.study_dir).get_trials(deepcopy=False):
             record = TrialRecord.from_trial(trial)
-            if not record.complete or record.reference or not record.stages or record.accuracy is None or record.reused_from is not None:
+            if (not record.complete or record.reference or not record.stages or record.accuracy is None
+                    or record.initial_accuracy is None or record.reused_from is not None):
                 continue
             seen[f"{run.seed}:{json.dumps(record.plan, sort_keys=True)}"] = (
-                -sum(s.loss for s in record.stages.values()), float(record.macs or 0), record.accuracy)
+                record.initial_accuracy, -sum(s.loss for s in record.stages.values()), float(record.macs or 0), record.accuracy)
     if len(seen) < 3:
-        return None, None, len(seen)
-    losses, macs, accuracies = zip(*seen.values())
-    return float(kendalltau(losses, accuracies).statistic), float(kendalltau(macs, accuracies).statistic), len(seen)
+        return {}, len(seen)
+    *predictors, accuracies = zip(*seen.values())
+    names = ("assembled accuracy", "summed stage losses", "MACs alone")
+    return {name: float(kendalltau(values, accuracies).statistic) for name, values in zip(names, predictors)}, len(seen)
 
 
 def _stats(values: list[float]) -> str:
@@ -282,7 +290,8 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
     lines = [
         f"Command: `python benchmarks/sampler_study.py --budget {args.budget}`; {len(seeds)} seeds, {cpu:g} CPU-seconds a search "
         f"(one torch thread), common compute {common:.0f} CPU-s (the least any search spent). Successive halving: "
-        f"min_images {budget.min_images}, eta {budget.eta:g}, rung 0 from the stage-wise losses.",
+        f"min_images {budget.min_images}, eta {budget.eta:g}, rung 0 (`stage_rung: {args.stage_rung}`) "
+        + ("from the assembled candidate's accuracy." if args.stage_rung == "accuracy" else "from the summed stage-wise losses."),
         "",
         "Hypervolume (fraction of the box from accuracy 0, 1.1 x the original's MACs), mean (min..max) over seeds, at a "
         "share of the common compute; trials run (stopped at a rung):",
@@ -293,6 +302,8 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
     for sampler in samplers:
         for halving in (False, True):
             group = [r for r in runs if r.sampler == sampler and r.halving == halving]
+            if not group:
+                continue
             cells = [_stats([hypervolume_at(r, f * common) for r in group]) for f in FRACTIONS]
             trials = [len(r.ends) for r in group]
             stopped = [sum(TrialRecord.from_trial(t).stopped_at is not None for t in open_study(r.study_dir).get_trials(deepcopy=False))
@@ -310,13 +321,15 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
                 continue
             reached = compute_to_reach(half, hypervolume_at(full, common))
             ratios.append(math.inf if reached is None else reached / common)
+        if not ratios:
+            continue
         finite = [r for r in ratios if math.isfinite(r)]
         text = ", ".join("not reached" if not math.isfinite(r) else f"{r:.2f}" for r in ratios)
         lines.append(f"- {sampler}: {text}" + (f" (mean of those reached {statistics.mean(finite):.2f})" if finite else ""))
-    tau, macs_tau, count = rung0_tau(runs)
-    lines += ["", f"Rung 0 against final accuracy: Kendall tau {'–' if tau is None else f'{tau:.2f}'} over {count} completed plans "
-              "(summed stage-wise losses vs accuracy on the search's validation split, which neither the original nor any "
-              f"candidate trains on; goal: at least 0.5). MACs alone rank them at tau {'–' if macs_tau is None else f'{macs_tau:.2f}'}."]
+    taus, count = rung0_tau(runs)
+    lines += ["", f"Rung 0 against final accuracy, Kendall tau over {count} completed plans of the searches without successive "
+              "halving (final accuracy on the search's validation split, which neither the original nor any candidate "
+              "trains on; goal: at least 0.5): " + ("; ".join(f"{name} {tau:.2f}" for name, tau in taus.items()) or "–") + "."]
     spread = {s: [hypervolume_at(r, common) for r in runs if r.sampler == s and not r.halving] for s in samplers}
     if "random" in spread and spread["random"]:
         rnd = spread["random"]

@@ -19,8 +19,8 @@ original as teacher, score it (issue 13, items 2-4).
    stage-wise step reached: on CIFAR-10, 82.8 % assembled fell to 77.2 % after 2 epochs on 5,000 images),
    the assembled weights are kept and the trial says so (``fine_tuning_discarded``), as keeping the best
    checkpoint would. With successive halving (``halving:``, see
-   ``_halving``) the candidate is judged at each rung on the way (rung 0 by its summed stage losses,
-   before step 2) and training stops where it is not good enough.
+   ``_halving``) the candidate is judged at each rung on the way (rung 0 by its step-2 accuracy, or by its
+   summed stage losses before step 2) and training stops where it is not good enough.
 
 The original model's own trial is different: without ``weights`` it is trained from the seeded
 initialisation on the budget (every later candidate compresses what it trained); with ``weights`` it is
@@ -83,7 +83,7 @@ class RungGate(Protocol):
     checkpoint: Path
 
     @property
-    def stage_rung_pending(self) -> bool: ...
+    def stage_rung_pending(self) -> str | None: ...  # rung 0's score ahead: "accuracy", "loss", or None
 
     def pending(self) -> list[tuple[int, int]]: ...
 
@@ -122,15 +122,17 @@ def train_candidate(
         return _train_original(ctx, plan, on_epoch)
     candidate = prepare_candidate(ctx, plan)
     stages = candidate.stages
-    if rungs is not None and rungs.stage_rung_pending and stages:
-        if not rungs.decide(0, 0, stage_loss=float(sum(stage.loss for stage in stages.values()))):
-            return TrainedCandidate(candidate.model, None, None, stages, candidate.stagewise_time, stopped=True)
+    stage_rung = rungs.stage_rung_pending if rungs is not None and stages else None
+    if stage_rung == "loss" and not rungs.decide(0, 0, stage_loss=float(sum(stage.loss for stage in stages.values()))):  # type: ignore[union-attr]
+        return TrainedCandidate(candidate.model, None, None, stages, candidate.stagewise_time, stopped=True)
     # on un-augmented images: the distilled stages learned from the original's features of un-augmented images
     # (CIFAR-10 resnet32, assembled candidates at 2x / 4.6x fewer MACs: 56.4 / 29.2 % against 49.4 / 25.8 % with
     # augmented ones); fine-tuning, on augmented images, then recalibrates on augmented images
     recalibrate_batchnorm(candidate.model, ctx.data, batch_size=budget.batch_size, device=ctx.device, seed=config.seed,
                           augment=False)
     initial = evaluate(candidate.model, ctx.data, batch_size=max(budget.batch_size, 256), device=ctx.device)
+    if stage_rung == "accuracy" and not rungs.decide(0, 0, accuracy=initial):  # type: ignore[union-attr]
+        return TrainedCandidate(candidate.model, None, initial, stages, candidate.stagewise_time, stopped=True)
     assembled = {name: value.detach().clone() for name, value in candidate.model.state_dict().items()}
     teacher = ctx.base_model if budget.distillation > 0 else None
     checkpoint = None if rungs is None else rungs.checkpoint

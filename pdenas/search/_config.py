@@ -116,6 +116,7 @@ class Constraints:
 
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
+STAGE_RUNGS = ("accuracy", "loss", "off")  # halving.stage_rung
 
 
 @dataclass(frozen=True)
@@ -134,13 +135,22 @@ class HalvingConfig:
     al. 2021) over the images a candidate is fine-tuned on. Rung k is reached after
     ``min_images * eta**k`` images (rungs below the full budget); there a trial goes on only while the
     rung's trials rank it in their top 1/eta by non-dominated sorting (ties within a front by crowding
-    distance). ``stage_rung``: rung 0 before any fine-tuning, scored by the plan's summed stage-wise
-    distillation losses (with the stage-wise step). Off by default."""
+    distance). ``stage_rung``: rung 0, after the stage-wise step and before any fine-tuning (with
+    ``stagewise.enabled``), scored by ``accuracy``, the assembled candidate's accuracy (BatchNorm
+    recalibrated: one pass over the validation split), or by ``loss``, the plan's summed stage-wise losses
+    (DNA's ranking, free); ``off``: no rung 0. On CIFAR-10 ``resnet32`` the assembled accuracy ranked plans
+    by their final accuracy far better than the summed losses, which ranked them no better than chance
+    (benchmarks/RESULTS.md, issue 15), so ``accuracy`` is the default. ``true`` / ``false`` from earlier
+    files read as ``loss`` / ``off``. Off by default."""
 
     enabled: bool = False
     min_images: int = 2_000  # r_min: the first training rung
     eta: float = 3.0  # reduction factor: a rung keeps the top 1/eta
-    stage_rung: bool = True  # rung 0 from the stage-wise losses (when ``stagewise.enabled``)
+    stage_rung: str | bool = "accuracy"  # accuracy | loss | off (see above)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stage_rung, bool):  # the setting's first form: true meant the summed losses
+            object.__setattr__(self, "stage_rung", "loss" if self.stage_rung else "off")
 
 
 @dataclass(frozen=True)
@@ -412,6 +422,8 @@ def _validate(config: SearchConfig) -> None:
         fail(f"'halving.min_images' must be >= 1 (images trained on before the first rung), got {config.halving.min_images}")
     if not (math.isfinite(config.halving.eta) and config.halving.eta > 1):
         fail(f"'halving.eta' must be a number > 1 (each rung keeps the top 1/eta), got {config.halving.eta}")
+    if config.halving.stage_rung not in STAGE_RUNGS:
+        fail(f"'halving.stage_rung' must be {', '.join(STAGE_RUNGS[:-1])} or {STAGE_RUNGS[-1]}, got {config.halving.stage_rung!r}")
     if config.latency.runtime not in RUNTIMES:
         fail(f"'latency.runtime' must be {', '.join(RUNTIMES[:-1])} or {RUNTIMES[-1]}, got {config.latency.runtime!r}")
     if config.latency.batch_size < 1:

@@ -2,13 +2,15 @@
 Asynchronous Successive Halving", 2021), over the images a candidate is fine-tuned on (``halving:``).
 
 Rungs: rung 0 is reached before any fine-tuning, when the stage-wise step (:mod:`pdenas.distill`) has
-given the plan's stage losses (``stage_rung``; DNA ranks candidates by exactly that sum); rung k >= 1
-after r_k = ``min_images`` * ``eta`` ** (k - 1) training images, for every r_k below the full budget.
-A trial reaching a rung records its score there (:class:`RungRecord`, every entry minimised): at rung 0
-(summed stage loss, costs), at rung k (-accuracy, costs), the costs being the objectives other than
-accuracy (MACs, params, latency). The rung's trials are the study's trials with a score at that rung,
-one entry per plan (its latest score); they are ranked by Optuna's non-dominated sort, within a front by
-NSGA-II's crowding distance (larger first), then by the plan's arrival at the rung. With n trials at the rung (itself included), a
+assembled the candidate (``stage_rung``): scored by the assembled candidate's accuracy (``accuracy``,
+BatchNorm recalibrated), or by the plan's summed stage losses (``loss``; DNA ranks candidates by exactly
+that sum); rung k >= 1 after r_k = ``min_images`` * ``eta`` ** (k - 1) training images, for every r_k
+below the full budget. A trial reaching a rung records its score there (:class:`RungRecord`, every entry
+minimised): (-accuracy, costs), or at a ``loss`` rung 0 (summed stage loss, costs), the costs being the
+objectives other than accuracy (MACs, params, latency). The rung's trials are the study's trials with a
+score at that rung, one entry per plan (its latest score); they are ranked by Optuna's non-dominated
+sort, within a front by NSGA-II's crowding distance (larger first), then by the plan's arrival at the
+rung. With n trials at the rung (itself included), a
 trial goes on when n < eta (too few to judge) or its position is below ceil(n / eta); otherwise it
 stops and is told to Optuna as PRUNED, its rungs kept on the trial.
 
@@ -146,8 +148,10 @@ class Rungs:
     stopped: Standing | None = None  # set when a decision stopped the trial
 
     @property
-    def stage_rung_pending(self) -> bool:
-        return self.config.halving.stage_rung and self.config.stagewise.enabled and not self.reached
+    def stage_rung_pending(self) -> str | None:
+        """How rung 0 scores this trial (``accuracy`` or ``loss``), None when it has no rung 0 ahead."""
+        mode = self.config.halving.stage_rung
+        return mode if mode != "off" and self.config.stagewise.enabled and not self.reached else None
 
     def pending(self) -> list[tuple[int, int]]:
         """(rung, images) of the training rungs not reached yet."""

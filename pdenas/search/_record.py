@@ -182,8 +182,9 @@ class StageRecord:
 @dataclass(frozen=True)
 class RungRecord:
     """One rung of successive halving a trial reached (:mod:`pdenas.search._halving`). Rung 0 is the
-    stage-wise rung (``images`` 0: no fine-tuning yet), scored by ``stage_loss``, the plan's summed
-    stage-wise losses; rung k >= 1 comes after ``images`` training images, scored by ``accuracy`` there.
+    stage-wise rung (``images`` 0: no fine-tuning yet), scored by ``accuracy``, the assembled candidate's,
+    or by ``stage_loss``, the plan's summed stage-wise losses (``halving.stage_rung``); rung k >= 1 comes
+    after ``images`` training images, scored by ``accuracy`` there.
     ``score``: what the rung ranks, every entry minimised (the summed loss or minus the accuracy, then
     the costs among the objectives); ``position``: its place among the ``of`` trials at the rung when
     it got there (0 best); ``go_on``: whether it went on training (False: stopped here)."""

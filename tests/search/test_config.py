@@ -67,6 +67,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("space:\n  global_init: [random, zero]\n", "'space.global_init' choices: init must be 'random' or 'identity', got 'zero'"),
         ("space:\n  global_init: [identity]\n  residual: [true]\n", "'space.global_init: [identity]' cannot go with 'space.residual: [true]'"),
         ("halving:\n  eta: 1\n", "'halving.eta' must be a number > 1"),
+        ("halving:\n  stage_rung: losses\n", "'halving.stage_rung' must be accuracy, loss or off, got 'losses'"),
         ("halving:\n  min_images: 0\n", "'halving.min_images' must be >= 1"),
         ("halving:\n  etta: 2\n", "unknown key 'halving.etta' (did you mean 'halving.eta'?)"),
         ("halving:\n  enabled: yes please\n", "'halving.enabled' must be true or false"),

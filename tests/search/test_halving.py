@@ -21,13 +21,21 @@ from optuna.trial import TrialState
 
 from pdenas.search import SearchConfig, StudyLocation, TrialRecord, open_storage, plan_key, search
 from pdenas.search._halving import Rungs, promote_stopped, rank, rung_images
-from pdenas.search._config import HalvingConfig
+from pdenas.search._config import STAGE_RUNGS, HalvingConfig
 
 from .conftest import first_arrivals, pdenas_cmd, run_pdenas
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 HALVING = "halving:\n  enabled: true\n  min_images: 60\n  eta: 2\n"
+
+
+@pytest.mark.parametrize(("value", "mode"), [("accuracy", "accuracy"), ("loss", "loss"), ("off", "off"), (True, "loss"), (False, "off")])
+def test_stage_rung_modes_and_the_first_files_booleans(value, mode):
+    config = SearchConfig.from_dict({"halving": {"enabled": True, "stage_rung": value}})
+    assert config.halving.stage_rung == mode
+    assert SearchConfig.from_dict(config.to_dict()) == config  # round-trips
+    assert SearchConfig().halving.stage_rung == "accuracy"
 
 
 def test_rungs_are_min_images_times_powers_of_eta_below_the_budget():
@@ -248,6 +256,31 @@ def test_two_workers_share_the_rungs(tiny_yaml, tmp_path):
     promoted = [r.promoted_from for r in records.values() if r.promoted_from is not None]
     assert len(promoted) == len(set(promoted))
     print(f"COUNTS two_workers_share_rungs: states={[r.state.name for r in records.values()]} promoted={promoted}")
+
+
+@pytest.mark.parametrize("mode", STAGE_RUNGS)
+def test_rung_0_scores_what_stage_rung_names(tiny_yaml, tmp_path, mode):
+    """``accuracy``: the assembled candidate's accuracy before fine-tuning (the trial's initial_accuracy);
+    ``loss``: the plan's summed stage-wise losses; ``off``: no rung 0, the first rung comes after training."""
+    torch.set_num_threads(1)
+    location = StudyLocation(tmp_path / "study")
+    config = SearchConfig.from_yaml(tiny_yaml(trials=5, epochs=2, subset=120, extra=HALVING + f"  stage_rung: {mode}\n"))
+    search(config, location=location)
+    compressed = [r for r in _records(location.directory).values() if not r.reference and r.rungs and r.promoted_from is None]
+    assert len(compressed) >= 3
+    for record in compressed:
+        first = record.rungs[0]
+        if mode == "off":
+            assert all(e.rung >= 1 for e in record.rungs)
+            continue
+        assert (first.rung, first.images) == (0, 0), record
+        if mode == "accuracy":
+            assert first.accuracy == pytest.approx(record.initial_accuracy) and first.stage_loss is None
+            assert first.score[0] == pytest.approx(-record.initial_accuracy)
+        else:
+            assert first.stage_loss == pytest.approx(sum(s.loss for s in record.stages.values())) and first.accuracy is None
+            assert first.score[0] == pytest.approx(first.stage_loss)
+        assert first.score[1] == record.macs  # the cost beside it
 
 
 def test_an_impossible_first_rung_is_refused_in_one_line(tiny_yaml, tmp_path):

@@ -139,7 +139,7 @@ class HalvingConfig:
     ``stagewise.enabled``), scored by ``accuracy``, the assembled candidate's accuracy (BatchNorm
     recalibrated: one pass over the validation split), or by ``loss``, the plan's summed stage-wise losses
     (DNA's ranking, free); ``off``: no rung 0. On CIFAR-10 ``resnet32`` the assembled accuracy ranked plans
-    by their final accuracy far better than the summed losses, which ranked them no better than chance
+    by their final accuracy far better than the summed losses, which ranked them worse than MACs alone
     (benchmarks/RESULTS.md, issue 15), so ``accuracy`` is the default. ``true`` / ``false`` from earlier
     files read as ``loss`` / ``off``. Off by default."""
 

@@ -55,7 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pdenas.report import build_report_data, open_study  # noqa: E402
-from pdenas.search import SearchConfig, StudyLocation, TrialRecord, search  # noqa: E402
+from pdenas.search import SearchConfig, StudyLocation, TrialRecord, plan_key, search  # noqa: E402
 
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -270,7 +270,7 @@ def rung0_tau(runs: list[Run]) -> tuple[dict[str, float], int]:
             if (not record.complete or record.reference or not record.stages or record.accuracy is None
                     or record.initial_accuracy is None or record.reused_from is not None):
                 continue
-            seen[f"{run.seed}:{json.dumps(record.plan, sort_keys=True)}"] = (
+            seen[f"{run.seed}:{plan_key(record.plan)}"] = (
                 record.initial_accuracy, -sum(s.loss for s in record.stages.values()), float(record.macs or 0), record.accuracy)
     if len(seen) < 3:
         return {}, len(seen)

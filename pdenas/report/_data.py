@@ -183,7 +183,8 @@ def build_report_data(study: optuna.Study, *, study_dir: str | Path | None = Non
     picks = {name: summary.number for name, summary in shortcut_picks(pareto, objectives).items()}
 
     hypervolume, hypervolume_reason = hypervolume_history(
-        study, objectives, records, original_costs={name: record.original.cost(name) for name in objectives}
+        study, objectives, records, trials=trials,
+        original_costs={name: record.original.cost(name) for name in objectives},
     )
     location = locate_study(study_dir) if study_dir is not None else None
     latency_setup = _latency_setup(summaries)

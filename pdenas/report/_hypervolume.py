@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial
 
 from .._optuna import hypervolume_history_info
 from ..search import TrialRecord
@@ -55,9 +56,10 @@ class HypervolumeHistory:
 
 def hypervolume_history(
     study: optuna.Study, objectives: Sequence[str], records: Sequence[TrialRecord], *,
-    original_costs: Mapping[str, float | None],
+    trials: Sequence[FrozenTrial], original_costs: Mapping[str, float | None],
 ) -> tuple[HypervolumeHistory | None, str | None]:
-    """The history, or None with the reason it cannot be computed (``records``: the study's trials)."""
+    """The history, or None with the reason it cannot be computed (``trials``: the study's trials, read
+    once by the caller; ``records``: theirs)."""
     feasible = [r for r in records if r.complete and r.feasible and r.values is not None]
     if not feasible:
         return None, "No feasible trial has completed yet, so nothing dominates any volume."
@@ -78,7 +80,7 @@ def hypervolume_history(
     box = math.prod(abs(reference[name] - ideal[name]) for name in objectives)
     point = np.asarray([reference[name] for name in objectives], dtype=np.float64)
     info = hypervolume_history_info(study, point)
-    spent = worker_seconds(study, records)
+    spent = worker_seconds(trials, records)
     return (
         HypervolumeHistory(
             trial_numbers=tuple(int(n) for n in info.trial_numbers),
@@ -92,13 +94,13 @@ def hypervolume_history(
     )
 
 
-def worker_seconds(study: optuna.Study, records: Sequence[TrialRecord]) -> dict[int, float]:
+def worker_seconds(trials: Sequence[FrozenTrial], records: Sequence[TrialRecord]) -> dict[int, float]:
     """Trial number -> worker-seconds of every finished trial numbered up to it (running ones not counted).
 
     A trial's cost is its recorded ``wall_time`` (the whole trial, stage-wise step included); a trial that
     died before recording it counts Optuna's start-to-end time.
     """
-    durations = {t.number: t.duration for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    durations = {t.number: t.duration for t in trials if t.state.is_finished()}
     total, spent = 0.0, {}
     for record in sorted(records, key=lambda r: r.number):
         if record.number in durations:

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         from results_md import RESULTS, screenshot, write_section  # benchmarks/results_md.py
 
         png = ROOT / "benchmarks" / "sampler_study.png"
-        picture = f"\n\n![Hypervolume over CPU-seconds]({png.name})\n" if screenshot(work / "sampler_study.html", png, height=720) else ""
+        picture = f"\n\n![Hypervolume over CPU-seconds]({png.name})\n" if screenshot(work / "sampler_study.html", png, height=560) else ""
         write_section("sampler_study", "Samplers and successive halving on CIFAR-10 (issue 15)", text + picture)
         print(f"wrote {RESULTS} and {png}")
     return 0
@@ -301,6 +301,26 @@ def rung0_tau(runs: list[Run]) -> tuple[dict[str, float], int]:
     return {name: float(kendalltau(values, accuracies).statistic) for name, values in zip(names, predictors)}, len(seen)
 
 
+ENDINGS = ("stopped at rung 0", "stopped at rung 1", "stopped at rung 2", "stopped later", "completed")
+
+
+def cost_by_ending(runs: list[Run]) -> dict[str, list[tuple[float, float]]]:
+    """(wall time, of it the stage-wise step) of each candidate trial (the original's and reused plans' left
+    out), by where it ended."""
+    costs: dict[str, list[tuple[float, float]]] = {ending: [] for ending in ENDINGS}
+    for run in runs:
+        for trial in open_study(run.study_dir).get_trials(deepcopy=False):
+            record = TrialRecord.from_trial(trial)
+            if record.reference or record.reused_from is not None or record.wall_time is None:
+                continue
+            cost = (record.wall_time, record.stagewise_time or 0.0)
+            if record.stopped_at is not None:
+                costs[ENDINGS[min(record.stopped_at.rung, 3)]].append(cost)
+            elif record.complete:
+                costs["completed"].append(cost)
+    return costs
+
+
 def _stats(values: list[float]) -> str:
     if not values:
         return "–"
@@ -318,10 +338,12 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
         + ("from the assembled candidate's accuracy." if args.stage_rung == "accuracy" else "from the summed stage-wise losses."),
         "",
         "Hypervolume (fraction of the box from accuracy 0, 1.1 x the original's MACs), mean (min..max) over seeds, at a "
-        "share of the common compute; trials run (stopped at a rung):",
+        "share of the common compute; trials run, of them stopped at a rung and candidates trained to the end (the "
+        "only trials GP and NSGA-II learn from: Optuna's GPSampler and NSGA-II's generations read completed trials; "
+        "TPE counts stopped ones among the worse):",
         "",
         "| sampler | successive halving | " + " | ".join(f"HV at {n}/{d}" if d > 1 else "HV at all" for n, d in FRACTIONS)
-        + " | trials (stopped) |",
+        + " | trials (stopped, completed) |",
         "|---|---|" + "---|" * len(FRACTIONS) + "---|",
     ]
     for sampler in samplers:
@@ -335,10 +357,11 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
                 continue
             cells = [_stats([hypervolume_at(r, n / d * common) for r in group]) for n, d in FRACTIONS]
             trials = [len(r.ends) for r in group]
-            stopped = [sum(TrialRecord.from_trial(t).stopped_at is not None for t in open_study(r.study_dir).get_trials(deepcopy=False))
-                       for r in group]
+            records = [[TrialRecord.from_trial(t) for t in open_study(r.study_dir).get_trials(deepcopy=False)] for r in group]
+            stopped = [sum(x.stopped_at is not None for x in rs) for rs in records]
+            completed = [sum(x.complete and not x.reference for x in rs) for rs in records]
             lines.append(f"| {sampler} | {label} | " + " | ".join(cells)
-                         + f" | {statistics.mean(trials):.1f} ({statistics.mean(stopped):.1f}) |")
+                         + f" | {statistics.mean(trials):.1f} ({statistics.mean(stopped):.1f}, {statistics.mean(completed):.1f}) |")
     lines += ["", "Compute successive halving needed to reach the hypervolume the same sampler reached without it at the "
               "common compute (mean over seeds; goal: at most 1/3):", ""]
     for sampler in samplers:
@@ -355,26 +378,38 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
         finite = [r for r in ratios if math.isfinite(r)]
         text = ", ".join("not reached" if not math.isfinite(r) else f"{r:.2f}" for r in ratios)
         lines.append(f"- {sampler}: {text}" + (f" (mean of those reached {statistics.mean(finite):.2f})" if finite else ""))
+    lines += ["", "Where the compute went: candidate trials, and mean seconds a trial (its recorded wall time on one thread; "
+              "in brackets the stage-wise step's share: distilling the stage variants it is the first to use, assembling, "
+              "recalibrating BatchNorm), by where it ended, over every seed and sampler:", "",
+              "| successive halving | " + " | ".join(ENDINGS) + " |", "|---|" + "---|" * len(ENDINGS)]
+    for label, group in (("off", [r for r in runs if not r.halving]), ("on", [r for r in runs if r.halving])):
+        if group:
+            costs = cost_by_ending(group)
+            cells = [f"{len(costs[e])}, {statistics.mean(c[0] for c in costs[e]):.1f} s ({statistics.mean(c[1] for c in costs[e]):.1f})"
+                     if costs[e] else "–" for e in ENDINGS]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     taus, count = rung0_tau(runs)
     lines += ["", f"Rung 0 against final accuracy, Kendall tau over {count} completed plans of the searches without successive "
               "halving (final accuracy on the search's validation split, which neither the original nor any candidate "
               "trains on; goal: at least 0.5): " + ("; ".join(f"{name} {tau:.2f}" for name, tau in taus.items()) or "–") + "."]
-    spread = {s: [hypervolume_at(r, common) for r in runs if r.sampler == s and not r.halving] for s in samplers}
-    if "random" in spread and spread["random"]:
-        rnd = spread["random"]
-        lines.append("")
+    for halving in (False, True):
+        spread = {s: [hypervolume_at(r, common) for r in runs if r.sampler == s and r.halving == halving] for s in samplers}
+        rnd = spread.get("random")
+        if not rnd:
+            continue
+        lines += ["", f"Against random sampling, {'with' if halving else 'without'} successive halving, at the common compute "
+                  "(goal: the best model-based sampler ahead by more than the spread between seeds, the larger of the two "
+                  "samplers' worst-to-best):", ""]
         for sampler in samplers:
             if sampler == "random" or not spread[sampler]:
                 continue
             gap = statistics.mean(spread[sampler]) - statistics.mean(rnd)
             width = max(max(spread[sampler]) - min(spread[sampler]), max(rnd) - min(rnd))
             if len(seeds) < 2:
-                lines.append(f"- {sampler} against random sampling at the common compute: {gap:+.3f} hypervolume (one seed: "
-                             "no spread to judge it by)")
+                lines.append(f"- {sampler}: {gap:+.3f} hypervolume (one seed: no spread to judge it by)")
                 continue
-            verdict = "beats" if gap > width else "does not beat"
-            lines.append(f"- {sampler} {verdict} random sampling at the common compute: {gap:+.3f} hypervolume against a spread "
-                         f"between seeds of {width:.3f}")
+            verdict = "beats it" if gap > width else "does not beat it"
+            lines.append(f"- {sampler} {verdict}: {gap:+.3f} hypervolume against a spread between seeds of {width:.3f}")
     return "\n".join(lines)
 
 

@@ -321,6 +321,12 @@ def cost_by_ending(runs: list[Run]) -> dict[str, list[tuple[float, float]]]:
     return costs
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it lies inside it (RESULTS.md is read from there)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _stats(values: list[float]) -> str:
     if not values:
         return "–"
@@ -332,7 +338,8 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
     runs = [r for r in runs if r.stage_rung is None]
     common = min(run.spent for run in runs)
     lines = [
-        f"Command: `python benchmarks/sampler_study.py --budget {args.budget}`; {len(seeds)} seeds, {cpu:g} CPU-seconds a search "
+        f"Command: `python benchmarks/sampler_study.py --budget {args.budget}"
+        + (f" --weights {_shown(args.weights)}" if args.weights else "") + f"`; {len(seeds)} seeds, {cpu:g} CPU-seconds a search "
         f"(one torch thread), common compute {common:.0f} CPU-s (the least any search spent). Successive halving: "
         f"min_images {budget.min_images}, eta {budget.eta:g}, rung 0 (`stage_rung: {args.stage_rung}`) "
         + ("from the assembled candidate's accuracy." if args.stage_rung == "accuracy" else "from the summed stage-wise losses."),

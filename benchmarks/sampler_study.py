@@ -61,6 +61,7 @@ from pdenas.report import build_report_data, open_study  # noqa: E402
 from pdenas.search import SearchConfig, StudyLocation, TrialRecord, plan_key, search  # noqa: E402
 
 SAMPLERS = ("random", "tpe", "nsga2", "gp")
+CLOCK = "cpu.json"  # in a search's folder once it has ended: CPU-seconds at the end of each trial, and in all
 FRACTIONS = ((1, 4), (1, 3), (1, 2), (1, 1))  # shares of the common compute; 1/3 is the goal for halving
 
 TINY_SPACE = {
@@ -201,21 +202,26 @@ def cached_other_rung(work: Path, samplers: list[str], seeds: tuple[int, ...], s
         for sampler in samplers:
             for seed in seeds:
                 study_dir = work / "studies" / f"{sampler}-halving-{rung}-seed{seed}"
-                if (study_dir / "cpu.json").is_file():
-                    saved = json.loads((study_dir / "cpu.json").read_text())
-                    runs.append(Run(sampler, True, seed, study_dir, {int(k): v for k, v in saved["ends"].items()},
-                                    saved["spent"], stage_rung=rung))
+                if (run := finished(sampler, True, seed, study_dir, stage_rung=rung)) is not None:
+                    runs.append(run)
     return runs
+
+
+def finished(sampler: str, halving: bool, seed: int, study_dir: Path, *, stage_rung: str | None = None) -> Run | None:
+    """The search in ``study_dir`` read back from the CPU clock it saved when it ended (None: it has not)."""
+    done = study_dir / CLOCK
+    if not done.is_file():
+        return None
+    saved = json.loads(done.read_text())
+    return Run(sampler, halving, seed, study_dir, {int(k): v for k, v in saved["ends"].items()}, saved["spent"], stage_rung=stage_rung)
 
 
 def run_search(base: dict, sampler: str, halving: bool, seed: int, budget: Budget, cpu: float, work: Path) -> Run:
     """One search until it has spent ``cpu`` CPU-seconds (a finished one is read back, not run again)."""
     name = f"{sampler}-halving-{base['halving']['stage_rung']}-seed{seed}" if halving else f"{sampler}-full-seed{seed}"
     study_dir = work / "studies" / name
-    done = study_dir / "cpu.json"
-    if done.is_file():
-        saved = json.loads(done.read_text())
-        return Run(sampler, halving, seed, study_dir, {int(k): v for k, v in saved["ends"].items()}, saved["spent"])
+    if (run := finished(sampler, halving, seed, study_dir)) is not None:
+        return run
     if study_dir.exists():  # an interrupted search: its CPU clock is lost, start it again
         import shutil
 
@@ -242,7 +248,7 @@ def run_search(base: dict, sampler: str, halving: bool, seed: int, budget: Budge
     except BudgetSpent:
         pass
     spent = max(ends.values(), default=0.0)
-    done.write_text(json.dumps({"ends": ends, "spent": spent}))
+    (study_dir / CLOCK).write_text(json.dumps({"ends": ends, "spent": spent}))
     print(f"{name}: {len(ends)} trials, {spent:.0f} CPU-s, {time.perf_counter() - start:.0f} s wall", flush=True)
     return Run(sampler, halving, seed, study_dir, ends, spent)
 
@@ -251,6 +257,12 @@ def run_search(base: dict, sampler: str, halving: bool, seed: int, budget: Budge
 def _history(study_dir: Path):
     """The report's hypervolume history of a finished search (None: no feasible trial)."""
     return build_report_data(open_study(study_dir), study_dir=study_dir, importances=False).hypervolume
+
+
+@functools.lru_cache(maxsize=None)
+def _records(study_dir: Path) -> tuple[TrialRecord, ...]:
+    """A finished search's trials, read once for every table."""
+    return tuple(TrialRecord.from_trial(t) for t in open_study(study_dir).get_trials(deepcopy=False))
 
 
 def hypervolume_at(run: Run, cpu: float) -> float:
@@ -287,8 +299,7 @@ def rung0_tau(runs: list[Run]) -> tuple[dict[str, float], int]:
     for run in runs:
         if run.halving:
             continue
-        for trial in open_study(run.study_dir).get_trials(deepcopy=False):
-            record = TrialRecord.from_trial(trial)
+        for record in _records(run.study_dir):
             if (not record.complete or record.reference or not record.stages or record.accuracy is None
                     or record.initial_accuracy is None or record.reused_from is not None):
                 continue
@@ -309,8 +320,7 @@ def cost_by_ending(runs: list[Run]) -> dict[str, list[tuple[float, float]]]:
     out), by where it ended."""
     costs: dict[str, list[tuple[float, float]]] = {ending: [] for ending in ENDINGS}
     for run in runs:
-        for trial in open_study(run.study_dir).get_trials(deepcopy=False):
-            record = TrialRecord.from_trial(trial)
+        for record in _records(run.study_dir):
             if record.reference or record.reused_from is not None or record.wall_time is None:
                 continue
             cost = (record.wall_time, record.stagewise_time or 0.0)
@@ -364,7 +374,7 @@ def summarise(runs: list[Run], samplers: list[str], cpu: float, args, budget: Bu
                 continue
             cells = [_stats([hypervolume_at(r, n / d * common) for r in group]) for n, d in FRACTIONS]
             trials = [len(r.ends) for r in group]
-            records = [[TrialRecord.from_trial(t) for t in open_study(r.study_dir).get_trials(deepcopy=False)] for r in group]
+            records = [_records(r.study_dir) for r in group]
             stopped = [sum(x.stopped_at is not None for x in rs) for rs in records]
             completed = [sum(x.complete and not x.reference for x in rs) for rs in records]
             lines.append(f"| {sampler} | {label} | " + " | ".join(cells)
